@@ -1,0 +1,7 @@
+"""``python -m siem_plugins`` is ``siem-plugins``."""
+
+import sys
+
+from siem_plugins.cli import main
+
+sys.exit(main())

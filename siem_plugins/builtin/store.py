@@ -1,0 +1,205 @@
+"""The built-in device/account event store (source ``store``), on SQLite.
+
+Events are validated once, at ingest, and kept as canonical JSON bytes beside the
+columns the pipeline filters on. ``id`` is ``INTEGER PRIMARY KEY AUTOINCREMENT``: it only
+grows and is never reused, and a SQLite writer is serialised, so a reader can never see
+id N+1 committed before id N.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from siem_plugins import hookimpl
+from siem_plugins.db import PerThread, sqlite_path
+from siem_plugins.events import Canonical, Event
+from siem_plugins.keys import check_account
+from siem_plugins.kinds import Range, SourceSpec
+from siem_plugins.options import Options
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///siem.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS siem_event (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    account  TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    log_type TEXT NOT NULL,
+    ts       TEXT NOT NULL,
+    body     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS siem_event_account_id ON siem_event (account, id);
+"""
+
+# How many ids `plan` reads per query while it sums sizes up to max_bytes.
+_PLAN_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    first_id: int | None
+    last_id: int | None
+
+
+class SQLiteStore:
+    """Append-only event store. Implements the :class:`~siem_plugins.kinds.Source` protocol."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conns = PerThread(path)
+        self._conns.get().executescript(_SCHEMA)
+
+    @classmethod
+    def from_options(cls, options: Options) -> SQLiteStore:
+        url = options.string("url", DEFAULT_URL)
+        try:
+            path = sqlite_path(url)
+        except ValueError as exc:
+            raise options.error("url", str(exc)) from None
+        return cls(path)
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, account: str, records: Iterable[Canonical], *,
+               chunk: int = 5000) -> IngestResult:
+        """Store validated records for ``account``, in order, committing every ``chunk``."""
+        check_account(account)
+        conn = self._conns.get()
+        accepted = 0
+        first: int | None = None
+        last: int | None = None
+        rows: list[tuple[str, str, str, str, bytes]] = []
+
+        def flush() -> None:
+            nonlocal first, last
+            if not rows:
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.executemany(
+                    "INSERT INTO siem_event (account, type, log_type, ts, body) VALUES (?,?,?,?,?)",
+                    rows,
+                )
+                del cur
+                top = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if first is None:
+                first = top - len(rows) + 1
+            last = top
+            rows.clear()
+
+        for rec in records:
+            rows.append((account, rec.type, rec.log_type, rec.timestamp, rec.raw))
+            accepted += 1
+            if len(rows) >= chunk:
+                flush()
+        flush()
+        return IngestResult(accepted, first, last)
+
+    # ------------------------------------------------------------------ reading
+
+    def plan(self, account: str, after_id: int, *, max_events: int, max_bytes: int) -> Range | None:
+        conn = self._conns.get()
+        if max_bytes >= sys.maxsize:  # no size cap: one aggregate query
+            lo, hi, n = conn.execute(
+                "SELECT min(id), max(id), count(*) FROM (SELECT id FROM siem_event"
+                " WHERE account=? AND id>? ORDER BY id LIMIT ?)",
+                (account, after_id, max_events),
+            ).fetchone()
+            return Range(lo, hi, n) if n else None
+        first: int | None = None
+        last = after_id
+        count = 0
+        size = 0
+        cursor_id = after_id
+        while count < max_events:
+            want = min(_PLAN_CHUNK, max_events - count)
+            rows = conn.execute(
+                "SELECT id, length(body) FROM siem_event WHERE account=? AND id>?"
+                " ORDER BY id LIMIT ?",
+                (account, cursor_id, want),
+            ).fetchall()
+            if not rows:
+                break
+            for event_id, length in rows:
+                # +1 for the newline; the first event is always taken, however large.
+                if count and size + length + 1 > max_bytes:
+                    return Range(first, last, count) if first is not None else None
+                if first is None:
+                    first = event_id
+                last = event_id
+                count += 1
+                size += length + 1
+            cursor_id = rows[-1][0]
+            if len(rows) < want:
+                break
+        return Range(first, last, count) if first is not None else None
+
+    def read(
+        self,
+        account: str,
+        first_id: int,
+        last_id: int,
+        *,
+        log_types: Collection[str] | None = None,
+        batch_size: int = 5000,
+    ) -> Iterator[list[Event]]:
+        conn = self._conns.get()
+        sql = ("SELECT id, type, log_type, ts, body FROM siem_event"
+               " WHERE account=? AND id>=? AND id<=?")
+        params: list[object] = [account, first_id, last_id]
+        if log_types is not None:
+            if not log_types:
+                return
+            sql += f" AND log_type IN ({','.join('?' * len(log_types))})"
+            params.extend(sorted(log_types))
+        sql += " ORDER BY id"
+        cur = conn.execute(sql, params)
+        try:
+            while True:
+                rows = cur.fetchmany(batch_size)
+                if not rows:
+                    return
+                yield [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
+        finally:
+            cur.close()
+
+    # ------------------------------------------------------------------ inspection
+
+    def last_id(self, account: str | None = None) -> int:
+        conn = self._conns.get()
+        if account is None:
+            row = conn.execute("SELECT max(id) FROM siem_event").fetchone()
+        else:
+            row = conn.execute("SELECT max(id) FROM siem_event WHERE account=?",
+                               (account,)).fetchone()
+        return int(row[0] or 0)
+
+    def count(self, account: str | None = None) -> int:
+        conn = self._conns.get()
+        if account is None:
+            return int(conn.execute("SELECT count(*) FROM siem_event").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM siem_event WHERE account=?",
+                                (account,)).fetchone()[0])
+
+    def close(self) -> None:
+        self._conns.close()
+
+
+@hookimpl
+def siem_register_sources() -> list[SourceSpec]:
+    return [SourceSpec(
+        name="store",
+        factory=SQLiteStore.from_options,
+        description="device/account event store on SQLite (url = sqlite:///path.db)",
+    )]

@@ -1,0 +1,416 @@
+"""The ``siem-plugins`` command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from siem_plugins import __version__
+from siem_plugins.config import Config, config_from_dict, default_config_path, load_config
+from siem_plugins.host import PluginHost, create_host
+from siem_plugins.logs import REDACTOR, setup_logging
+from siem_plugins.options import ConfigError
+
+log = logging.getLogger("siem_plugins.cli")
+
+EPILOG = """\
+configuration: siem.toml in the current folder, or -c FILE, or $SIEM_CONFIG.
+  Reference: docs/configuration.md. Secrets come from the environment: password = "${SMTP_PASSWORD}".
+plugins: built-ins, installed packages (entry point group siem_plugins), then *.py files in
+  the plugins folder (hooks/ by default). SIEM_DISABLED_PLUGINS=a,b skips plugins before import;
+  SIEM_TRACE_PLUGINS=1 logs every hook call.
+exit status: 0 ok; 1 a sync, check or ingest failed; 2 bad usage or configuration.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _config(args: argparse.Namespace, *, required: bool = True) -> Config | None:
+    path = Path(args.config) if args.config else default_config_path()
+    if not path.exists() and not args.config and not required:
+        return None
+    if not path.exists() and not args.config:
+        raise ConfigError(f"no config file ({path}); write one (docs/configuration.md) or pass "
+                          "-c FILE; `siem-plugins demo` shows a sync without one")
+    cfg = load_config(path)
+    REDACTOR.add(cfg.secrets)
+    return cfg
+
+
+def _host(args: argparse.Namespace, cfg: Config | None) -> PluginHost:
+    plugins_dir = Path(args.plugins_dir) if args.plugins_dir else (
+        cfg.plugins_dir if cfg and cfg.plugins_dir else Path("hooks"))
+    return create_host(plugins_dir)
+
+
+@contextlib.contextmanager
+def _runtime(args: argparse.Namespace, cfg: Config) -> Iterator[Any]:
+    from siem_plugins.pipeline import Runtime
+
+    rt = Runtime(cfg, _host(args, cfg))
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    cfg = _config(args, required=False)
+    host = _host(args, cfg)
+    rows: list[dict[str, Any]] = []
+    for info in host.plugins.values():
+        rows.append({
+            "name": info.name,
+            "origin": info.origin,
+            "version": info.version,
+            "provides": [{"kind": k, "name": n} for k, n in info.provides],
+            "hooks": info.hooks,
+        })
+    failures = [{"name": f.name, "origin": f.origin, "error": f.error} for f in host.failures]
+    if args.json:
+        print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="siem-plugins plugins")
+    for col in ("plugin", "provides (kind: name)", "origin", "hooks"):
+        table.add_column(col)
+    for row in rows:
+        provides = "\n".join(f"{p['kind']}: {p['name']}" for p in row["provides"]) or "-"
+        table.add_row(row["name"], provides, row["origin"], "\n".join(row["hooks"]))
+    console = Console()
+    console.print(table)
+    for f in host.failures:
+        console.print(f"[red]not loaded[/red]: {f}", highlight=False, markup=False)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from siem_plugins.builtin.store import DEFAULT_URL, SQLiteStore
+    from siem_plugins.db import sqlite_path
+    from siem_plugins.ingest import Rejection, read_records
+    from siem_plugins.keys import InvalidAccount, check_account
+
+    cfg = _config(args, required=False)
+    url = args.store or (cfg.store_options.raw("url", DEFAULT_URL) if cfg else DEFAULT_URL)
+    try:
+        check_account(args.account)
+    except InvalidAccount as exc:
+        raise UsageError(str(exc)) from None
+    rejected = 0
+    rejects_file: BinaryIO | None = open(args.rejects, "wb") if args.rejects else None  # noqa: SIM115
+
+    def on_reject(r: Rejection) -> None:
+        nonlocal rejected
+        rejected += 1
+        if rejected <= args.max_errors:
+            print(f"rejected: {r}", file=sys.stderr)
+        elif rejected == args.max_errors + 1:
+            print(f"(more rejections not shown; see --rejects)", file=sys.stderr)  # noqa: F541
+        if rejects_file is not None:
+            rejects_file.write(r.raw if r.raw.endswith(b"\n") else r.raw + b"\n")
+
+    store = SQLiteStore(sqlite_path(url))
+    total = 0
+    try:
+        for name in args.files:
+            if name == "-":
+                stream: BinaryIO = sys.stdin.buffer
+                label = "<stdin>"
+            else:
+                try:
+                    stream = open(name, "rb")  # noqa: SIM115
+                except OSError as exc:
+                    print(f"error: {name}: {exc.strerror}", file=sys.stderr)
+                    rejected += 1
+                    continue
+                label = name
+            try:
+                result = store.append(args.account, read_records(stream, label, on_reject))
+            finally:
+                if stream is not sys.stdin.buffer:
+                    stream.close()
+            total += result.accepted
+            ids = f" (ids {result.first_id}-{result.last_id})" if result.accepted else ""
+            print(f"{label}: stored {result.accepted} events for account {args.account!r}{ids}")
+    finally:
+        store.close()
+        if rejects_file is not None:
+            rejects_file.close()
+    if rejected:
+        print(f"{rejected} line(s) rejected, {total} stored", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _progress_columns() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("events"), TimeElapsedColumn(), transient=True)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from siem_plugins.pipeline import Pipeline
+    from siem_plugins.scheduler import on_signals
+
+    cfg = _config(args)
+    assert cfg is not None
+    stop = threading.Event()
+    restore = on_signals(stop)
+    failed = 0
+    try:
+        with _runtime(args, cfg) as rt:
+            integrations = rt.enabled(args.integration)
+            if not integrations:
+                print("no enabled integrations", file=sys.stderr)
+            show = sys.stderr.isatty() and not args.no_progress
+            progress = _progress_columns() if show else None
+            tasks: dict[str, Any] = {}
+
+            def advance(name: str, n: int) -> None:
+                if progress is not None:
+                    progress.advance(tasks[name], n)
+
+            pipeline = Pipeline(rt, stop=stop, progress=advance)
+            with progress if progress is not None else contextlib.nullcontext():
+                for integ in integrations:
+                    if progress is not None:
+                        backlog = rt.source_backlog(integ)
+                        tasks[integ.name] = progress.add_task(integ.name, total=backlog)
+                    result = pipeline.sync(integ, catch_up=not args.one_object)
+                    status = "ok" if result.ok else "FAILED"
+                    print(f"{integ.name}: {status}: {len(result.objects)} objects, "
+                          f"{result.events} events, {len(result.digests)} digests")
+                    for receipt in result.objects:
+                        print(f"  {receipt.location}  ({receipt.meta.count} events, "
+                              f"{receipt.size} bytes)")
+                    for err in result.errors.values():
+                        print(f"  error: {err}", file=sys.stderr)
+                    failed += not result.ok
+                    if stop.is_set():
+                        print("stopped by signal; the rest resumes next time", file=sys.stderr)
+                        break
+    finally:
+        restore()
+    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from siem_plugins.config import parse_duration
+    from siem_plugins.options import Options
+    from siem_plugins.scheduler import Scheduler
+
+    cfg = _config(args)
+    assert cfg is not None
+    interval = None
+    if args.interval is not None:
+        interval = parse_duration(args.interval, Options({}, path="--interval"), "")
+    with _runtime(args, cfg) as rt:
+        sched = Scheduler(rt, interval=interval)
+        sched.install_signal_handlers()
+        log.info("running %d integrations every %.0fs (Ctrl-C or SIGTERM stops cleanly)",
+                 len(rt.enabled()), sched.interval)
+        sched.run(max_cycles=args.cycles)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    assert cfg is not None
+    print(f"config {cfg.file}: ok ({len(cfg.integrations)} integrations)")
+    if args.print_config:
+        print(json.dumps(cfg.redacted(), indent=2, default=str))
+    failed = 0
+    with _runtime(args, cfg) as rt:
+        for integ in rt.integrations:
+            state = "enabled" if integ.config.enabled else "disabled"
+            print(f"{integ.name} ({state}, account {integ.config.account}, "
+                  f"{integ.config.format_name})")
+            if args.no_probe:
+                continue
+            for label, part in (("sink", integ.sink), ("notifier", integ.notifier)):
+                where = integ.sink.describe() if label == "sink" else integ.notifier_label
+                try:
+                    part.probe()
+                except Exception as exc:
+                    failed += 1
+                    print(f"  {label} {where}: FAILED: {exc}")
+                else:
+                    print(f"  {label} {where}: ok")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from siem_plugins.builtin.store import SQLiteStore
+    from siem_plugins.demo import generate
+    from siem_plugins.events import canonicalize
+    from siem_plugins.pipeline import Pipeline, Runtime
+
+    root = Path(args.dir)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    store_path = root / "siem.db"
+    store = SQLiteStore(store_path)
+    accounts = ("acme", "globex")
+    for i, account in enumerate(accounts):
+        store.append(account, (canonicalize(e) for e in generate(args.events, seed=i + 1)))
+    store.close()
+    print(f"demo: stored {args.events} events for each of {', '.join(accounts)} in {store_path}")
+    raw = {
+        "store": {"url": f"sqlite:///{store_path}"},
+        "integration": [
+            {
+                "name": f"{account}-{fmt}", "account": account, "format": fmt,
+                "sink": {"type": "local", "path": str(root / "bucket")},
+                "notify": {"type": "outbox", "path": str(root / "outbox"),
+                           "from": "siem@example.com", "to": [f"admins@{account}.example"],
+                           "events": ["exempt_all", "threat_detected", "config"]},
+            }
+            for account in accounts for fmt in ("json", "syslog")
+        ],
+    }
+    cfg = config_from_dict(raw, file="<demo>")
+    with contextlib.closing(Runtime(cfg, _host(args, cfg))) as rt:
+        pipeline = Pipeline(rt)
+        failed = 0
+        for integ in rt.enabled():
+            result = pipeline.sync(integ)
+            failed += not result.ok
+            print(f"{integ.name}: {len(result.objects)} objects, {result.events} events, "
+                  f"{sum(d.total for d in result.digests)} selected events in "
+                  f"{len(result.digests)} digest(s)")
+            for err in result.errors.values():
+                print(f"  error: {err}", file=sys.stderr)
+    print(f"\nobjects under {root / 'bucket'}:")
+    for path in sorted((root / "bucket").rglob("*")):
+        if path.is_file():
+            print(f"  {path.relative_to(root / 'bucket')}  {path.stat().st_size} bytes")
+    print(f"digests under {root / 'outbox'}:")
+    for path in sorted((root / "outbox").rglob("*.eml")):
+        print(f"  {path.relative_to(root / 'outbox')}")
+    first = next(iter(sorted((root / "bucket").rglob("*.log.gz"))), None)
+    if first is not None:
+        import gzip
+
+        line = gzip.decompress(first.read_bytes()).split(b"\n", 1)[0].decode()
+        print(f"\nfirst SYSLOG line of {first.name}:\n  {line}")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siem-plugins",
+        description="Ship MetaDefender IT Access device and account events to S3 (JSON or "
+                    "SYSLOG) every 5 minutes, and email admins about the event types they chose.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"siem-plugins {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE",
+                        help="config file (default: ./siem.toml or $SIEM_CONFIG)")
+    common.add_argument("--plugins-dir", metavar="DIR",
+                        help="drop-in plugin folder (default: plugins_dir from the config, "
+                             "else ./hooks)")
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging: -v our debug messages, -vv everything")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", parents=[common], help="sync every integration every interval",
+                       description="Sync every enabled integration every interval (default 5 "
+                       "minutes) until SIGTERM/SIGINT. Each sync catches up the backlog.")
+    p.add_argument("--interval", help="override the interval: seconds or 30s / 5m / 1h")
+    p.add_argument("--cycles", type=int, help=argparse.SUPPRESS)  # tests: stop after N ticks
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sync", parents=[common], help="sync once and exit",
+                       description="Catch up the whole backlog once, in objects capped by "
+                       "max_events / max_bytes, then exit: 1 if any integration failed.")
+    p.add_argument("--once", action="store_true", default=True,
+                   help="sync once and exit (the default; kept for clarity)")
+    p.add_argument("-i", "--integration", action="append", metavar="NAME",
+                   help="only this integration (repeatable; may name a disabled one)")
+    p.add_argument("--one-object", action="store_true",
+                   help="write at most one object per integration instead of catching up")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("ingest", parents=[common], help="load NDJSON events into the store",
+                       description="Validate NDJSON events (one per line, the documented JSON "
+                       "shape) and store the good ones. Each bad line is reported as "
+                       "file:line: field: reason. Exit 1 if any line was rejected.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="NDJSON file, or - for stdin")
+    p.add_argument("--account", default="default", help="the account (tenant) the events "
+                   "belong to (default: default)")
+    p.add_argument("--store", metavar="URL", help="store URL (default: [store] url of the "
+                   "config, else sqlite:///siem.db)")
+    p.add_argument("--rejects", metavar="FILE", help="copy rejected lines verbatim to FILE")
+    p.add_argument("--max-errors", type=int, default=50, metavar="N",
+                   help="print at most N rejections (default 50)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("check", parents=[common], help="validate the config, probe destinations",
+                       description="Validate the config, then probe each integration's sink "
+                       "(write and delete a probe object) and notifier (connect, log in).")
+    p.add_argument("--no-probe", action="store_true", help="validate only")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config as loaded, secrets redacted")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plugins", parents=[common], help="list plugins and what they provide",
+                       description="List every loaded plugin: what it provides, where it came "
+                       "from, the hooks it implements; and the plugins that failed to load.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("demo", parents=[common], help="generate events and sync them locally",
+                       description="Generate realistic device and account events into a fresh "
+                       "SQLite store, sync them to a local folder in JSON and SYSLOG, write the "
+                       "email digests to an outbox folder, and list what was written.")
+    p.add_argument("--dir", default="siem-demo", help="working folder (default: siem-demo; "
+                   "emptied first)")
+    p.add_argument("--events", type=int, default=2000, help="events per account (default 2000)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""``siem.toml`` -> typed settings, with located errors and secret redaction.
+
+Every string may use ``${NAME}`` (or ``${NAME:-default}``) to read an environment
+variable; that is how secrets stay out of the file. A missing variable is an error that
+names the key. Secrets (keys such as ``password``, ``secret_access_key``) are redacted
+wherever the config is printed or logged.
+
+Components are not built here: :meth:`Config.build` asks the plugin host for each one
+by name, so a plugin's own settings are validated by the plugin, with the same located
+errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siem_plugins.compress import COMPRESSIONS
+from siem_plugins.events import KNOWN_LOG_TYPES
+from siem_plugins.keys import InvalidAccount, check_account
+from siem_plugins.options import ConfigError, Options, Secret, is_secret_key
+
+DEFAULT_INTERVAL_S = 300.0
+DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_BATCH = 5000
+REDACTED = "***"
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*\Z")
+_SIZE_RE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+               "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_TOP_KEYS = {"interval", "plugins_dir", "max_workers", "store", "integration"}
+
+
+@dataclass
+class IntegrationConfig:
+    """One ``[[integration]]`` table, validated; components are built from the Options."""
+
+    index: int
+    name: str
+    account: str
+    enabled: bool
+    format_name: str
+    format_table: Mapping[str, Any]
+    compression: str
+    compression_level: int | None
+    max_events: int
+    max_bytes: int
+    batch_size: int
+    sink_name: str
+    sink_table: Mapping[str, Any]
+    notify_events: frozenset[str]
+    notifier_name: str
+    notify_table: Mapping[str, Any]
+
+    @property
+    def path(self) -> str:
+        return f"integration[{self.index}]"
+
+
+@dataclass
+class Config:
+    file: str
+    interval: float = DEFAULT_INTERVAL_S
+    plugins_dir: Path | None = None
+    max_workers: int = 4
+    store_name: str = "store"
+    store_options: Options = field(default_factory=Options)
+    log_types: frozenset[str] = frozenset()
+    integrations: list[IntegrationConfig] = field(default_factory=list)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as loaded (after ``${ENV}``), with every secret replaced by ``***``."""
+        out: dict[str, Any] = redact(self.data)
+        return out
+
+    def check_sections(self, known: set[str]) -> None:
+        """Reject top-level tables that no loaded plugin declares (typos like ``[smpt]``)."""
+        for key in sorted(set(self.data) - _TOP_KEYS - known):
+            raise ConfigError(f"unknown section [{key}]; sections known to the loaded plugins: "
+                              f"{', '.join(sorted(known | {'store'})) or 'none'}",
+                              file=self.file, path=key)
+
+    def integration(self, name: str) -> IntegrationConfig:
+        for integ in self.integrations:
+            if integ.name == name:
+                return integ
+        names = ", ".join(i.name for i in self.integrations) or "none"
+        raise ConfigError(f"no integration named {name!r} (configured: {names})", file=self.file)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, Mapping):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if isinstance(value, Secret) or (key and is_secret_key(key) and isinstance(value, str)):
+        return REDACTED
+    return value
+
+
+def interpolate(value: Any, path: str, file: str, environ: Mapping[str, str],
+                secrets: list[str]) -> Any:
+    """Replace ``${NAME}`` in every string; values under secret keys become :class:`Secret`."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{path}.{k}" if path else k, file, environ, secrets)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]", file, environ, secrets)
+                for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set", file=file, path=path)
+
+    out = _ENV_RE.sub(sub, value)
+    leaf = path.rsplit(".", 1)[-1]
+    if is_secret_key(leaf):
+        if out:
+            secrets.append(out)
+        return Secret(out)
+    return out
+
+
+def parse_duration(value: Any, opts: Options, key: str) -> float:
+    """Seconds from a number or a string such as ``"5m"``, ``"30s"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise opts.error(key, "expected a duration such as 300, \"30s\", \"5m\" or \"1h\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    else:
+        raise opts.error(key, f"expected a duration such as 300, \"30s\", \"5m\" or \"1h\", "
+                         f"got {value!r}")
+    if seconds < 1:
+        raise opts.error(key, f"must be at least 1 second, got {value!r}")
+    return seconds
+
+
+def parse_size(value: Any, opts: Options, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    else:
+        raise opts.error(key, f"expected a size such as 67108864 or \"64 MiB\", got {value!r}")
+    if size < 1024:
+        raise opts.error(key, f"must be at least 1 KiB, got {value!r}")
+    return size
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("SIEM_CONFIG", "siem.toml"))
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path``. Raises :class:`ConfigError` (located) on any problem."""
+    file = str(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror or exc}", file=file) from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", file=file) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=file) from None
+    return config_from_dict(raw, file=file, base=path.parent, environ=environ)
+
+
+def config_from_dict(raw: Mapping[str, Any], *, file: str = "siem.toml", base: Path | None = None,
+                     environ: Mapping[str, str] | None = None) -> Config:
+    secrets: list[str] = []
+    data = interpolate(dict(raw), "", file, os.environ if environ is None else environ, secrets)
+    top = Options(data, file=file, ignore=())
+    cfg = Config(file=file, data=data, secrets=secrets)
+
+    if "interval" in top:
+        cfg.interval = parse_duration(top.raw("interval"), top, "interval")
+    plugins_dir = top.string("plugins_dir")
+    if plugins_dir is not None:
+        p = Path(plugins_dir)
+        cfg.plugins_dir = p if p.is_absolute() or base is None else base / p
+    cfg.max_workers = top.integer("max_workers", 4, min=1, max=256)
+
+    store = top.table("store")
+    store_opts = Options(store, path="store", file=file, ignore=("type", "log_types"))
+    cfg.store_name = store_opts.string("type", "store")
+    cfg.log_types = frozenset(store_opts.strings("log_types", []) or [])
+    cfg.store_options = Options(store, path="store", file=file, ignore=("type", "log_types"))
+
+    # Other top-level tables are shared sections of plugins (``[smtp]``, ``[s3]``, a
+    # third party's); they are checked against the loaded plugins in Config.check_sections.
+    for key in sorted(set(data) - _TOP_KEYS):
+        if not isinstance(data[key], Mapping):
+            raise top.error(key, f"unknown setting {key!r} (top-level settings: "
+                            f"{', '.join(sorted(_TOP_KEYS))}, and plugin sections such as [smtp])")
+
+    tables = data.get("integration", [])
+    if not isinstance(tables, list):
+        raise top.error("integration", "expected [[integration]] tables")
+    known_types = cfg.log_types | {t for ts in KNOWN_LOG_TYPES.values() for t in ts}
+    seen: dict[str, int] = {}
+    for i, table in enumerate(tables):
+        integ = _integration(i, table, data, file, known_types)
+        if integ.name in seen:
+            raise ConfigError(f"duplicate integration name {integ.name!r} (also "
+                              f"integration[{seen[integ.name]}])", file=file,
+                              path=f"integration[{i}].name")
+        seen[integ.name] = i
+        cfg.integrations.append(integ)
+    return cfg
+
+
+def _component(value: Any, path: str, file: str, what: str,
+               default_type: str | None = None) -> tuple[str, Mapping[str, Any]]:
+    """A component setting: ``"name"`` or a table with ``type`` and options."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, Mapping):
+        kind = value.get("type", default_type)
+        if not isinstance(kind, str):
+            raise ConfigError(f"missing {what} type (e.g. type = \"...\")", file=file,
+                              path=f"{path}.type")
+        return kind, value
+    raise ConfigError(f"expected a {what} name or a table", file=file, path=path)
+
+
+def _integration(i: int, table: Any, data: Mapping[str, Any], file: str,
+                 known_types: frozenset[str]) -> IntegrationConfig:
+    path = f"integration[{i}]"
+    if not isinstance(table, Mapping):
+        raise ConfigError("expected a table", file=file, path=path)
+    opts = Options(table, path=path, file=file, ignore=("format", "sink", "notify"))
+    name = opts.string("name", required=True)
+    if not _NAME_RE.match(name):
+        raise opts.error("name", f"invalid integration name {name!r}: use 1-64 letters, "
+                         "digits, '.', '_' or '-'")
+    account = opts.string("account", name)
+    try:
+        check_account(account)
+    except InvalidAccount as exc:
+        raise opts.error("account", str(exc)) from None
+    enabled = opts.boolean("enabled", True)
+    compression = opts.string("compression", "gzip", choices=COMPRESSIONS)
+    level = opts.integer("compression_level", None, min=0, max=3)
+    max_events = opts.integer("max_events", DEFAULT_MAX_EVENTS, min=1)
+    max_bytes = parse_size(opts.raw("max_bytes", DEFAULT_MAX_BYTES), opts, "max_bytes")
+    batch_size = opts.integer("batch_size", DEFAULT_BATCH, min=1, max=1_000_000)
+
+    if "format" not in table:
+        raise opts.error("format", "missing required setting (\"json\" or \"syslog\")")
+    fmt_name, fmt_table = _component(table["format"], f"{path}.format", file, "format")
+    if "sink" not in table:
+        raise opts.error("sink", "missing required table [integration.sink] (type = \"s3\" ...)")
+    sink_name, sink_table = _component(table["sink"], f"{path}.sink", file, "sink")
+    if "notify" not in table:
+        raise opts.error("notify", "missing required table [integration.notify]: select at "
+                         "least one event type that triggers an email")
+    notify_name, notify_table = _component(table["notify"], f"{path}.notify", file, "notifier",
+                                           default_type="email")
+    notify_opts = Options(notify_table, path=f"{path}.notify", file=file, ignore=("type", "events"))
+    events = notify_opts.strings("events", required=True) or []
+    if not events:
+        raise notify_opts.error("events", "select at least one event type (log type) that "
+                                "triggers a notification")
+    for j, ev in enumerate(events):
+        if ev not in known_types:
+            raise ConfigError(f"unknown log type {ev!r}; known: {', '.join(sorted(known_types))} "
+                              "(add custom ones with [store] log_types)", file=file,
+                              path=f"{path}.notify.events[{j}]")
+    opts.finish()
+    return IntegrationConfig(
+        index=i, name=name, account=account, enabled=enabled,
+        format_name=fmt_name, format_table=fmt_table,
+        compression=compression, compression_level=level,
+        max_events=max_events, max_bytes=max_bytes, batch_size=batch_size,
+        sink_name=sink_name, sink_table=sink_table,
+        notify_events=frozenset(events),
+        notifier_name=notify_name, notify_table=notify_table,
+    )

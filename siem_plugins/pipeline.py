@@ -1,0 +1,300 @@
+"""One sync of one integration: source -> formatter -> sink, and source -> notifier.
+
+The two destinations have their own cursors and run one after the other inside a sync,
+each in its own ``try``: an S3 outage never holds back an alert, and an SMTP outage never
+holds back the bucket. For each destination the delivery protocol is (docs/delivery.md):
+
+1. replay the pending intent if there is one, else plan the next range after the
+   cursor and *record* it (first id, last id, count, key, created) before writing;
+2. write the object (or send the digest) for exactly that range;
+3. only when it is complete, advance the cursor and drop the intent, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from siem_plugins.compress import compressor, suffix
+from siem_plugins.config import Config, IntegrationConfig
+from siem_plugins.events import Event
+from siem_plugins.host import PluginHost
+from siem_plugins.keys import created_now, object_key
+from siem_plugins.kinds import Digest, Formatter, Notifier, ObjectMeta, ObjectReceipt, Sink, Source
+from siem_plugins.options import Options
+from siem_plugins.state import NOTIFIER, SINK, Intent, State
+
+log = logging.getLogger(__name__)
+
+#: The notifier scans at most this many new events per digest (one mail per range).
+NOTIFY_MAX_EVENTS = 1_000_000
+DEFAULT_MAX_LISTED = 200
+
+ProgressFn = Callable[[str, int], None]
+
+
+class DeliveryError(RuntimeError):
+    """A sync step failed; the message names the integration and destination."""
+
+
+@dataclass
+class Integration:
+    """An integration with its components built."""
+
+    config: IntegrationConfig
+    formatter: Formatter
+    sink: Sink
+    notifier: Notifier
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def extension(self) -> str:
+        return self.formatter.extension + suffix(self.config.compression)
+
+    @property
+    def notifier_label(self) -> str:
+        """The notifier for messages: its ``url`` if it has one (``smtp://host:port``)."""
+        return str(getattr(self.notifier, "url", self.config.notifier_name))
+
+    def fingerprint(self) -> str:
+        c = self.config
+        return f"{c.account}|{c.format_name}|{self.extension}|{self.sink.describe()}"
+
+
+@dataclass
+class SyncResult:
+    integration: str
+    objects: list[ObjectReceipt] = field(default_factory=list)
+    events: int = 0
+    digests: list[Digest] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class Runtime:
+    """Everything a sync needs, built once from a config and a plugin host."""
+
+    def __init__(self, config: Config, host: PluginHost) -> None:
+        self.config = config
+        self.host = host
+        sections = {s for kind in ("sink", "notifier") for n in host.names(kind)
+                    if (s := host.section_of(kind, n))}
+        config.check_sections(sections)
+        self.source: Source = host.source(config.store_name, config.store_options)
+        self.state = State(_state_path(config))
+        self.integrations: list[Integration] = []
+        try:
+            for ic in config.integrations:
+                self.integrations.append(self._build(ic))
+        except BaseException:
+            self.close()
+            raise
+
+    def _options(self, kind: str, name: str, table: Mapping[str, Any], path: str,
+                 ignore: tuple[str, ...] = ("type",)) -> Options:
+        section = self.host.section_of(kind, name)
+        defaults = [(section, self.config.data.get(section, {}))] if section else []
+        return Options(table, path=path, file=self.config.file, defaults=defaults, ignore=ignore)
+
+    def _build(self, ic: IntegrationConfig) -> Integration:
+        host = self.host
+        fmt = host.formatter(ic.format_name,
+                             self._options("formatter", ic.format_name, ic.format_table,
+                                           f"{ic.path}.format"))
+        sink = host.sink(ic.sink_name,
+                         self._options("sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink"))
+        notifier = host.notifier(ic.notifier_name,
+                                 self._options("notifier", ic.notifier_name, ic.notify_table,
+                                               f"{ic.path}.notify", ignore=("type", "events")))
+        return Integration(ic, fmt, sink, notifier)
+
+    def source_backlog(self, integ: Integration) -> int:
+        """How many events the integration's sink has not shipped yet."""
+        after = self.state.cursor(integ.name, SINK)
+        rng = self.source.plan(integ.config.account, after, max_events=sys.maxsize,
+                               max_bytes=sys.maxsize)
+        return rng.count if rng else 0
+
+    def enabled(self, names: list[str] | None = None) -> list[Integration]:
+        if names:
+            for n in names:
+                self.config.integration(n)  # raises for an unknown name
+            return [i for i in self.integrations if i.name in names]
+        return [i for i in self.integrations if i.config.enabled]
+
+    def close(self) -> None:
+        for integ in self.integrations:
+            for part in (integ.sink, integ.notifier):
+                try:
+                    part.close()
+                except Exception:
+                    log.debug("closing %s failed", part, exc_info=True)
+        self.source.close()
+        if hasattr(self, "state"):
+            self.state.close()
+
+
+def _state_path(config: Config) -> Any:
+    from siem_plugins.builtin.store import DEFAULT_URL
+    from siem_plugins.db import sqlite_path
+
+    url = config.store_options.raw("url", DEFAULT_URL)
+    try:
+        return sqlite_path(url if isinstance(url, str) else DEFAULT_URL)
+    except ValueError as exc:
+        raise config.store_options.error("url", str(exc)) from None
+
+
+class Pipeline:
+    """Runs syncs against a :class:`Runtime`. ``stop`` ends a catch-up between objects."""
+
+    def __init__(self, runtime: Runtime, *, stop: threading.Event | None = None,
+                 progress: ProgressFn | None = None) -> None:
+        self.rt = runtime
+        self.stop = stop or threading.Event()
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public
+
+    def sync(self, integ: Integration, *, catch_up: bool = True) -> SyncResult:
+        """Ship everything new for one integration (all of it, in capped objects, when
+        ``catch_up``; else at most one object), then send one digest."""
+        result = SyncResult(integ.name)
+        for destination, step in ((SINK, self._sync_sink), (NOTIFIER, self._sync_notifier)):
+            try:
+                step(integ, result, catch_up)
+            except Exception as exc:
+                where = integ.sink.describe() if destination == SINK else integ.notifier_label
+                message = f"integration {integ.name!r}: {destination} {where}: {exc}"
+                result.errors[destination] = message
+                log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+                self.rt.host.hooks.sync_failed(integration=integ.name, destination=destination,
+                                               error=exc)
+        return result
+
+    # ------------------------------------------------------------------ sink
+
+    def _next_intent(self, integ: Integration, destination: str, max_events: int,
+                     max_bytes: int) -> Intent | None:
+        state = self.rt.state
+        fingerprint = integ.fingerprint()
+        intent = state.pending(integ.name, destination)
+        if intent is not None:
+            if intent.fingerprint == fingerprint:
+                log.info("%s: replaying %s intent %d-%d (%s)", integ.name, destination,
+                         intent.first_id, intent.last_id, intent.key)
+                return intent
+            log.warning("%s: the config changed since %s intent %d-%d was recorded (%s -> %s); "
+                        "planning it again", integ.name, destination, intent.first_id,
+                        intent.last_id, intent.fingerprint, fingerprint)
+            state.discard(intent)
+        after = state.cursor(integ.name, destination)
+        rng = self.rt.source.plan(integ.config.account, after, max_events=max_events,
+                                  max_bytes=max_bytes)
+        if rng is None:
+            return None
+        created = created_now()
+        if destination == SINK:
+            key = object_key(integ.config.account, created, rng.first_id, rng.last_id,
+                             integ.extension)
+        else:
+            key = f"siem.{integ.name}.{rng.first_id:020d}-{rng.last_id:020d}@siem-plugins"
+        intent = Intent(integ.name, destination, rng.first_id, rng.last_id, rng.count, key,
+                        created, fingerprint)
+        state.record(intent)
+        return intent
+
+    def _sync_sink(self, integ: Integration, result: SyncResult, catch_up: bool) -> None:
+        c = integ.config
+        while not self.stop.is_set():
+            intent = self._next_intent(integ, SINK, c.max_events, c.max_bytes)
+            if intent is None:
+                return
+            self.rt.host.hooks.sync_started(integration=integ.name, destination=SINK,
+                                            intent=intent)
+            receipt = self._write(integ, intent)
+            self.rt.state.complete(intent)
+            log.info("%s: wrote %s (%d events, ids %d-%d, %d bytes)", integ.name,
+                     receipt.location, intent.count, intent.first_id, intent.last_id,
+                     receipt.size)
+            result.objects.append(receipt)
+            result.events += intent.count
+            self.rt.host.hooks.object_written(integration=integ.name, receipt=receipt)
+            if not catch_up:
+                return
+
+    def _write(self, integ: Integration, intent: Intent) -> ObjectReceipt:
+        c = integ.config
+        comp = compressor(c.compression, c.compression_level)
+        meta = ObjectMeta(
+            integration=integ.name, account=c.account, first_id=intent.first_id,
+            last_id=intent.last_id, count=intent.count, format=c.format_name,
+            content_type=integ.formatter.content_type, content_encoding=comp.content_encoding,
+        )
+        seen = 0
+        with integ.sink.open(intent.key, meta) as writer:
+            for batch in self.rt.source.read(c.account, intent.first_id, intent.last_id,
+                                             batch_size=c.batch_size):
+                seen += len(batch)
+                data = comp.compress(integ.formatter.format(batch))
+                if data:
+                    writer.write(data)
+                if self.progress is not None:
+                    self.progress(integ.name, len(batch))
+            if seen != intent.count:
+                raise DeliveryError(f"the store returned {seen} events for ids "
+                                    f"{intent.first_id}-{intent.last_id}, the intent recorded "
+                                    f"{intent.count}; refusing to write a different object")
+            tail = comp.flush()
+            if tail:
+                writer.write(tail)
+            return writer.commit()
+
+    # ------------------------------------------------------------------ notifier
+
+    def _sync_notifier(self, integ: Integration, result: SyncResult, catch_up: bool) -> None:
+        while not self.stop.is_set():
+            intent = self._next_intent(integ, NOTIFIER, NOTIFY_MAX_EVENTS, sys.maxsize)
+            if intent is None:
+                return
+            self.rt.host.hooks.sync_started(integration=integ.name, destination=NOTIFIER,
+                                            intent=intent)
+            digest = self._digest(integ, intent)
+            if digest.total:
+                integ.notifier.notify(digest)
+                log.info("%s: notified about %d selected events (ids %d-%d)", integ.name,
+                         digest.total, intent.first_id, intent.last_id)
+            self.rt.state.complete(intent)
+            if digest.total:
+                result.digests.append(digest)
+                self.rt.host.hooks.notified(integration=integ.name, digest=digest)
+            if not catch_up:
+                return
+
+    def _digest(self, integ: Integration, intent: Intent) -> Digest:
+        limit = int(getattr(integ.notifier, "max_listed", DEFAULT_MAX_LISTED))
+        listed: list[Event] = []
+        counts: dict[str, int] = {}
+        total = 0
+        for batch in self.rt.source.read(integ.config.account, intent.first_id, intent.last_id,
+                                         log_types=integ.config.notify_events):
+            total += len(batch)
+            for event in batch:
+                counts[event.log_type] = counts.get(event.log_type, 0) + 1
+            if len(listed) < limit:
+                listed.extend(batch[: limit - len(listed)])
+        return Digest(
+            integration=integ.name, account=integ.config.account, first_id=intent.first_id,
+            last_id=intent.last_id, total=total, counts=dict(sorted(counts.items())),
+            events=tuple(listed), message_id=intent.key,
+        )

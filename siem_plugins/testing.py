@@ -1,0 +1,96 @@
+"""The kit for plugin authors (and our own tests), registered as a pytest plugin.
+
+Installing siem-plugins makes these fixtures available to any pytest run
+(entry point ``pytest11``); they import their servers lazily, so a project that does not
+use them pays nothing:
+
+* ``s3_server`` — moto's S3 over real HTTP on loopback, with a fault-injecting WSGI
+  middleware (``s3_server.faults``); reset before each test. Set
+  ``SIEM_TEST_S3_ENDPOINT`` to run the same tests against another endpoint.
+* ``s3_bucket`` — a fresh bucket on it.
+* ``smtp_server`` / ``smtp_tls_server`` — aiosmtpd on loopback, plain or STARTTLS + AUTH,
+  recording every message (``.messages``) and able to fail on demand (``.fail_next``).
+* ``siem_events`` — a factory of realistic, seed-shaped event dicts.
+* ``siem_store`` — an empty SQLite event store in a temporary folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from siem_plugins.builtin.store import SQLiteStore
+    from siem_plugins.testkit.s3server import S3Server
+    from siem_plugins.testkit.smtpserver import SMTPServer
+
+#: The account ``smtp_tls_server`` accepts.
+SMTP_USER = "siem"
+SMTP_PASSWORD = "s3cret-pass"  # noqa: S105 (a throwaway test credential)
+
+
+@pytest.fixture(scope="session")
+def _siem_s3_session() -> Iterator[S3Server]:
+    from siem_plugins.testkit.s3server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_server(_siem_s3_session: S3Server) -> S3Server:
+    """The S3 endpoint, with no buckets, faults or recorded requests left from before."""
+    _siem_s3_session.reset()
+    return _siem_s3_session
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A fresh, empty bucket's name."""
+    name = s3_server.create_bucket()
+    yield name
+    if s3_server.external:
+        s3_server.empty_bucket(name)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    """A plain SMTP server (no TLS, no AUTH) that records every mail."""
+    from siem_plugins.testkit.smtpserver import SMTPServer
+
+    with SMTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_tls_server() -> Iterator[SMTPServer]:
+    """STARTTLS required, then AUTH as ``siem`` / ``s3cret-pass``. Trust ``.ca_file``."""
+    from siem_plugins.testkit.smtpserver import SMTPServer
+
+    with SMTPServer(starttls=True, require_starttls=True,
+                    auth=(SMTP_USER, SMTP_PASSWORD)) as server:
+        yield server
+
+
+@pytest.fixture
+def siem_events() -> Callable[..., list[dict[str, Any]]]:
+    """``siem_events(n, seed=1)``: ``n`` realistic Device/Account event dicts, time-ordered."""
+    from siem_plugins.demo import generate
+
+    def make(n: int, *, seed: int = 1, **kwargs: Any) -> list[dict[str, Any]]:
+        return list(generate(n, seed=seed, **kwargs))
+
+    return make
+
+
+@pytest.fixture
+def siem_store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """An empty SQLite event store (``siem_store.path`` is its file)."""
+    from siem_plugins.builtin.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "siem.db")
+    yield store
+    store.close()

@@ -1,0 +1,200 @@
+"""The delivery protocol on the local sink: capped objects, intents, replay, cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siem_plugins import SinkSpec, hookimpl
+from siem_plugins.builtin.local import LocalSink
+from siem_plugins.builtin.store import SQLiteStore
+from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter
+from siem_plugins.options import Options
+from siem_plugins.pipeline import Pipeline
+from siem_plugins.state import NOTIFIER, SINK
+from tests.helpers import ingest, integration, local_objects, numbered, runtime, seqs_in
+
+Events = Callable[..., list[dict[str, Any]]]
+KEY_RE = (r"acme/\d{4}/\d\d/\d\d/\d{4}-\d\d-\d\dT\d{6}Z_(\d{20})-(\d{20})\.json\.gz")
+
+
+def local(tmp_path: Path) -> dict[str, Any]:
+    return {"type": "local", "path": str(tmp_path / "bucket")}
+
+
+def test_catch_up_in_capped_objects_every_event_once(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    ids = ingest(siem_store, "acme", numbered(siem_events(1000)))
+    ingest(siem_store, "other", numbered(siem_events(50, seed=3), start=5000))
+    rt = runtime(siem_store.path, [integration("acme", local(tmp_path), max_events=300)])
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert result.ok, result.errors
+    assert [r.meta.count for r in result.objects] == [300, 300, 300, 100]
+    objects = local_objects(tmp_path / "bucket")
+    keys = list(objects)
+    assert keys == sorted(keys) == [r.key for r in result.objects]
+    import re
+
+    ranges = [tuple(map(int, re.fullmatch(KEY_RE, k).groups())) for k in keys]  # type: ignore[union-attr]
+    assert ranges == [(ids[0], ids[299]), (ids[300], ids[599]), (ids[600], ids[899]),
+                      (ids[900], ids[999])]
+    shipped = [s for data in objects.values() for s in seqs_in(data)]
+    assert shipped == list(range(1, 1001))  # every event once, in order, no other account
+    assert rt.state.cursor("acme", SINK) == ids[-1]
+    assert rt.state.pending("acme", SINK) is None
+    # Nothing new: a second sync writes nothing.
+    again = Pipeline(rt).sync(rt.integrations[0])
+    assert again.ok and again.objects == [] and again.digests == []
+    rt.close()
+
+
+def test_max_bytes_caps_objects(tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(400)))
+    rt = runtime(siem_store.path, [integration("acme", local(tmp_path), max_bytes="16 KiB",
+                                               compression="none")])
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert len(result.objects) > 5
+    sizes = [r.size for r in result.objects]
+    assert max(sizes) <= 16 * 1024
+    shipped = [s for d in local_objects(tmp_path / "bucket").values() for s in seqs_in(d)]
+    assert shipped == list(range(1, 401))
+    rt.close()
+
+
+class FlakySink(LocalSink):
+    """A local sink whose commit fails a set number of times (a crash mid-object)."""
+
+    failures = 0
+    opened: list[str] = []
+
+    @classmethod
+    def build(cls, options: Options) -> FlakySink:
+        return cls(Path(options.string("path", required=True)))
+
+    def open(self, key: str, meta: ObjectMeta) -> ObjectWriter:
+        FlakySink.opened.append(key)
+        writer = super().open(key, meta)
+        if FlakySink.failures:
+            FlakySink.failures -= 1
+            real = writer
+
+            class Failing(ObjectWriter):
+                def write(self, data: bytes) -> None:
+                    real.write(data)
+
+                def commit(self) -> ObjectReceipt:
+                    raise OSError("disk vanished")
+
+                def abort(self) -> None:
+                    real.abort()
+
+            return Failing()
+        return writer
+
+
+class FlakyPlugin:
+    @hookimpl
+    def siem_register_sinks(self) -> list[SinkSpec]:
+        return [SinkSpec(name="flaky", factory=FlakySink.build)]
+
+
+def test_a_failed_object_is_replayed_with_the_same_key_and_bytes(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(250)))
+    FlakySink.failures, FlakySink.opened = 1, []
+    flaky = {"type": "flaky", "path": str(tmp_path / "flaky")}
+    rt = runtime(siem_store.path, [integration("acme", flaky, max_events=100)],
+                 plugins=[("flaky", FlakyPlugin())])
+    integ = rt.integrations[0]
+    first = Pipeline(rt).sync(integ)
+    assert "disk vanished" in first.errors[SINK] and "'acme'" in first.errors[SINK]
+    assert first.objects == []
+    assert rt.state.cursor("acme", SINK) == 0
+    pending = rt.state.pending("acme", SINK)
+    assert pending is not None and pending.key == FlakySink.opened[0]
+    assert local_objects(tmp_path / "flaky") == {}  # nothing partial left behind
+    assert first.digests and rt.state.cursor("acme", NOTIFIER) == 250  # alerts not held back
+
+    second = Pipeline(rt).sync(integ)
+    assert second.ok
+    assert FlakySink.opened[1] == FlakySink.opened[0]  # the same intent, replayed
+    assert [r.meta.count for r in second.objects] == [100, 100, 50]
+    shipped = [s for d in local_objects(tmp_path / "flaky").values() for s in seqs_in(d)]
+    assert shipped == list(range(1, 251))
+
+    # Replaying the intent again (a crash after the upload, before the cursor moved)
+    # rewrites the object with exactly the same bytes: no duplicate, no difference.
+    path = tmp_path / "flaky" / pending.key
+    before = path.read_bytes()
+    path.unlink()
+    receipt = Pipeline(rt)._write(integ, pending)
+    assert receipt.key == pending.key and path.read_bytes() == before
+    rt.close()
+
+
+def test_a_changed_config_replans_the_pending_intent(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(20)))
+    FlakySink.failures, FlakySink.opened = 1, []
+    flaky = {"type": "flaky", "path": str(tmp_path / "out")}
+    rt = runtime(siem_store.path, [integration("acme", flaky)], plugins=[("flaky", FlakyPlugin())])
+    assert not Pipeline(rt).sync(rt.integrations[0]).ok
+    assert rt.state.pending("acme", SINK) is not None
+    rt.close()
+    rt = runtime(siem_store.path, [integration("acme", flaky, fmt="syslog")],
+                 plugins=[("flaky", FlakyPlugin())])
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert result.ok and result.objects[0].key.endswith(".log.gz")
+    assert rt.state.cursor("acme", SINK) == 20
+    rt.close()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def siem_sync_started(self, integration: str, destination: str, intent: Any) -> None:
+        self.calls.append(("started", destination))
+
+    @hookimpl
+    def siem_object_written(self, integration: str, receipt: ObjectReceipt) -> None:
+        self.calls.append(("written", receipt.meta.count))
+
+    @hookimpl
+    def siem_notified(self, integration: str, digest: Any) -> None:
+        self.calls.append(("notified", digest.total))
+
+    @hookimpl
+    def siem_sync_failed(self, integration: str, destination: str, error: BaseException) -> None:
+        self.calls.append(("failed", destination))
+
+
+def test_lifecycle_hooks_are_called_per_object_not_per_event(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    events = siem_events(5000)
+    ingest(siem_store, "acme", events)
+    selected = sum(e["log_type"] in ("exempt_all", "config") for e in events)
+    rec = Recorder()
+    notify = {"type": "outbox", "path": str(tmp_path / "outbox"), "from": "s@example.com",
+              "to": ["a@example.com"], "events": ["exempt_all", "config"]}
+    rt = runtime(siem_store.path, [integration("acme", local(tmp_path), notify=notify,
+                                               max_events=2000)], plugins=[("rec", rec)])
+    assert Pipeline(rt).sync(rt.integrations[0]).ok
+    assert rec.calls == [("started", SINK), ("written", 2000), ("started", SINK), ("written", 2000),
+                         ("started", SINK), ("written", 1000), ("started", NOTIFIER),
+                         ("notified", selected)]
+    mails = list((tmp_path / "outbox").rglob("*.eml"))
+    assert len(mails) == 1
+    rt.close()
+
+
+def test_unknown_account_name_cannot_escape_the_prefix(tmp_path: Path) -> None:
+    from siem_plugins.options import ConfigError
+
+    for bad in ("../etc", "a/b", "x\ny", ".."):
+        with pytest.raises(ConfigError, match=r"integration\[0\]\.account: invalid account"):
+            runtime(tmp_path / "s.db", [integration("i", local(tmp_path), account=bad)])
