@@ -156,3 +156,43 @@ events = ["config"]
     store = SQLiteStore(db)
     assert store.count("acme") == 8
     store.close()
+
+
+def test_ingest_bad_input_matrix(tmp_path: Path) -> None:
+    from siem_plugins.events import MAX_RECORD_BYTES
+
+    seed = (DATA / "seed_events.ndjson").read_bytes().splitlines()
+    device = json.loads(seed[0])
+    big = json.dumps({**device, "details": "x" * MAX_RECORD_BYTES}).encode()
+    cases: list[tuple[bytes, str | None]] = [  # (line, expected rejection or None if kept)
+        (seed[0] + b"\r", None),  # CRLF line ending
+        (json.dumps({**device, "details": "two\r\nlines"}).encode(), None),  # CR/LF in a field
+        (json.dumps({**device, "device_name": "tab\there"}).encode(), None),
+        (b"   ", None),  # blank: skipped, not an error
+        (big, f"record is over the {MAX_RECORD_BYTES} byte limit"),
+        (seed[1].replace(b"Cuong Ba", b"Cuong\x00Ba"), "invalid JSON"),  # raw NUL
+        (json.dumps({**device, "details": "bell\u0007"}).encode(), "details: contains a control"),
+        (json.dumps({**device, "device_group": "nul\u0000"}).encode(), "device_group: contains"),
+        (json.dumps({**device, "device_id": None}).encode(), "device_id: expected a string, got null"),
+        (json.dumps({**device, "type": "device"}).encode(), "type: unknown event type 'device'"),
+        (b"\xc3\x28" + seed[0], "invalid JSON"),  # invalid UTF-8
+        (b"null", "expected a JSON object, got null"),
+        (seed[3], None),
+    ]
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(b"\n".join(line for line, _ in cases) + b"\n")
+    db = tmp_path / "s.db"
+    proc = cli("ingest", "--store", f"sqlite:///{db}", "--rejects", str(tmp_path / "rej"),
+               str(src))
+    assert proc.returncode == 1
+    expected_rejects = [(n, why) for n, (_, why) in enumerate(cases, 1) if why]
+    for lineno, why in expected_rejects:
+        assert f"rejected: {src}:{lineno}: {why}" in proc.stderr, (lineno, proc.stderr)
+    assert proc.stderr.count("rejected: ") == len(expected_rejects)
+    kept = sum(1 for line, why in cases if why is None and line.strip())
+    assert f"stored {kept} events" in proc.stdout
+    assert (tmp_path / "rej").read_bytes().count(b"\n") == len(expected_rejects)
+    store = SQLiteStore(db)
+    bodies = [e.fields() for batch in store.read("default", 1, 100) for e in batch]
+    store.close()
+    assert bodies[1]["details"] == "two\r\nlines"

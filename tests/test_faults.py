@@ -1,0 +1,167 @@
+"""Delivery under S3 and SMTP faults, against real servers: moto over HTTP with a
+fault-injecting middleware, and aiosmtpd. Every assertion counts events by id."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from siem_plugins.builtin.store import SQLiteStore
+from siem_plugins.pipeline import Pipeline, Runtime
+from siem_plugins.state import NOTIFIER, SINK
+from siem_plugins.testkit.s3server import S3Server
+from siem_plugins.testkit.smtpserver import SMTPServer
+from tests.helpers import ingest, numbered, runtime
+
+
+def s3_integration(name: str, s3: S3Server, bucket: str, smtp: SMTPServer | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    sink = s3.sink_options(bucket, prefix=f"{name}/", max_attempts=6)
+    notify: dict[str, Any] = {"events": ["exempt_all", "config"], "to": ["soc@example.com"],
+                              "from": "siem@example.com", "security": "none",
+                              "host": smtp.host if smtp else "127.0.0.1",
+                              "port": smtp.port if smtp else 9, "timeout": 5}
+    return {"name": name, "account": "acme", "format": "json", "sink": sink,
+            "notify": notify, **extra}
+
+
+def shipped(s3: S3Server, bucket: str, prefix: str) -> Counter[int]:
+    client = s3.client()
+    seen: Counter[int] = Counter()
+    for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        for line in gzip.decompress(body).splitlines():
+            seen[orjson.loads(line)["seq"]] += 1
+    return seen
+
+
+def no_open_uploads(s3: S3Server, bucket: str) -> bool:
+    return s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_transient_s3_faults_are_retried_and_data_lands_once(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
+        s3_bucket: str, smtp_server: SMTPServer) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(6000)))
+    faults = s3_server.faults
+    assert faults is not None
+    faults.fail_next(2, status=503, code="SlowDown", op="CreateMultipartUpload")
+    faults.fail_next(2, status=500, code="InternalError", op="UploadPart")
+    faults.fail_next(1, status=503, code="SlowDown", op="CompleteMultipartUpload")
+    faults.reset_connection_next(1, when="before", op="UploadPart")
+    faults.reset_connection_next(1, when="after", op="CompleteMultipartUpload")
+    rt = runtime(siem_store.path, [s3_integration("acme", s3_server, s3_bucket, smtp_server,
+                                                  max_events=1000)])
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert result.ok, result.errors
+    assert faults.pending() == 0 and faults.injected() == 7
+    # Then a steady 10% of all requests fail, at random.
+    ingest(siem_store, "acme", numbered(siem_events(4000, seed=2), start=6001))
+    faults.random_failure_rate(0.10, seed=5)
+    result = Pipeline(rt).sync(rt.integrations[0])
+    faults.random_failure_rate(0)
+    assert result.ok, result.errors
+    assert faults.injected() > 7
+    seen = shipped(s3_server, s3_bucket, "acme/")
+    assert sorted(seen) == list(range(1, 10001)) and set(seen.values()) == {1}
+    assert no_open_uploads(s3_server, s3_bucket)
+    assert rt.state.cursor("acme", SINK) == 10000
+    assert len(smtp_server.messages) == 2  # one digest per sync
+    rt.close()
+
+
+def test_permanent_s3_errors_are_named_and_do_not_hold_back_others(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
+        s3_bucket: str, smtp_server: SMTPServer) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(500)))
+    integrations = [
+        s3_integration("missing", s3_server, "no-such-bucket-here", smtp_server),
+        s3_integration("denied", s3_server, s3_bucket, smtp_server),
+        s3_integration("fine", s3_server, s3_bucket, smtp_server),
+    ]
+    integrations[1]["sink"]["prefix"] = "denied/"
+    faults = s3_server.faults
+    assert faults is not None
+    faults.fail_next(100, status=403, code="AccessDenied", path_contains="/denied/")
+    rt = runtime(siem_store.path, integrations)
+    pipe = Pipeline(rt)
+    results = {i.name: pipe.sync(i) for i in rt.integrations}
+    assert "integration 'missing': sink s3://no-such-bucket-here/missing/" in (
+        results["missing"].errors[SINK])
+    assert "NoSuchBucket" in results["missing"].errors[SINK]
+    assert "integration 'denied': sink s3://" in results["denied"].errors[SINK]
+    assert "AccessDenied" in results["denied"].errors[SINK]
+    assert results["fine"].ok and results["fine"].events == 500
+    for name in ("missing", "denied"):
+        assert rt.state.cursor(name, SINK) == 0  # not advanced
+        assert rt.state.cursor(name, NOTIFIER) == 500  # alerts are not held hostage
+    assert len(smtp_server.messages) == 3
+    assert no_open_uploads(s3_server, s3_bucket)
+    # The next cycle tries again: fix the causes and everything lands, once.
+    s3_server.create_bucket("no-such-bucket-here")
+    faults.reset()
+    results = {i.name: pipe.sync(i) for i in rt.integrations}
+    assert all(r.ok for r in results.values()), results
+    for name, bucket in (("missing", "no-such-bucket-here"), ("denied", s3_bucket)):
+        seen = shipped(s3_server, bucket, f"{name}/")
+        assert sorted(seen) == list(range(1, 501)) and set(seen.values()) == {1}
+    assert len(smtp_server.messages) == 3  # no new events: no new digests
+    rt.close()
+
+
+def test_smtp_outage_does_not_delay_s3_and_alerts_go_out_once_when_back(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
+        s3_bucket: str) -> None:
+    events = siem_events(800)
+    selected = sum(e["log_type"] in ("exempt_all", "config") for e in events)
+    ingest(siem_store, "acme", numbered(events))
+    smtp = SMTPServer().start()
+    smtp.stop()  # down: connection refused
+
+    def build(server: SMTPServer) -> Runtime:
+        return runtime(siem_store.path, [s3_integration("acme", s3_server, s3_bucket, server,
+                                                        max_events=300)])
+
+    rt = build(smtp)
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert "notifier smtp://127.0.0.1:" in result.errors[NOTIFIER]
+    assert SINK not in result.errors and result.events == 800  # the bucket is not delayed
+    assert rt.state.cursor("acme", NOTIFIER) == 0
+    rt.close()
+
+    with SMTPServer() as smtp:
+        smtp.fail_next(451, "4.3.0 try again later", stage="DATA")
+        rt = build(smtp)
+        assert NOTIFIER in Pipeline(rt).sync(rt.integrations[0]).errors  # 4xx: kept for later
+        assert smtp.messages == [] and rt.state.cursor("acme", NOTIFIER) == 0
+        smtp.fail_next(554, "5.7.1 rejected", stage="MAIL")
+        assert NOTIFIER in Pipeline(rt).sync(rt.integrations[0]).errors  # 5xx: the same
+        result = Pipeline(rt).sync(rt.integrations[0])
+        assert result.ok and len(result.digests) == 1
+        assert result.digests[0].total == selected
+        assert len(smtp.messages) == 1
+        assert rt.state.cursor("acme", NOTIFIER) == 800
+        # A clean retry later sends nothing again.
+        assert Pipeline(rt).sync(rt.integrations[0]).digests == []
+        assert len(smtp.messages) == 1
+        rt.close()
+
+
+def test_smtp_auth_failure_keeps_the_cursor_and_never_leaks_the_password(
+        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
+        s3_bucket: str, smtp_tls_server: SMTPServer, caplog: Any) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(100)))
+    integ = s3_integration("acme", s3_server, s3_bucket, smtp_tls_server)
+    integ["notify"].update(security="starttls", ca_file=smtp_tls_server.ca_file,
+                           username="siem", password="wrong-Pa55word-xyz")
+    caplog.set_level("DEBUG")
+    rt = runtime(siem_store.path, [integ])
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert "535" in result.errors[NOTIFIER]
+    assert rt.state.cursor("acme", NOTIFIER) == 0 and rt.state.cursor("acme", SINK) == 100
+    assert "wrong-Pa55word-xyz" not in caplog.text + result.errors[NOTIFIER]
+    rt.close()
