@@ -103,8 +103,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from siem_plugins.builtin.store import DEFAULT_URL, SQLiteStore
-    from siem_plugins.db import sqlite_path
+    from siem_plugins.builtin.store import DEFAULT_URL, open_store
     from siem_plugins.ingest import Rejection, read_records
     from siem_plugins.keys import InvalidAccount, check_account
 
@@ -127,7 +126,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if rejects_file is not None:
             rejects_file.write(r.raw if r.raw.endswith(b"\n") else r.raw + b"\n")
 
-    store = SQLiteStore(sqlite_path(url))
+    try:
+        store = open_store(url)
+    except Exception as exc:
+        raise UsageError(f"cannot open the store {_safe_url(url)}: {exc}") from None
     total = 0
     try:
         for name in args.files:
@@ -216,13 +218,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from siem_plugins.config import parse_duration
     from siem_plugins.options import Options
-    from siem_plugins.scheduler import Scheduler
+    from siem_plugins.scheduler import Scheduler, on_signals
 
     cfg = _config(args)
     assert cfg is not None
     interval = None
     if args.interval is not None:
         interval = parse_duration(args.interval, Options({}, path="--interval"), "")
+    if args.executor == "celery":
+        from siem_plugins.fleet import run_beat
+
+        stop = threading.Event()
+        restore = on_signals(stop)
+        try:
+            return run_beat(Path(cfg.file), interval=interval, cycles=args.cycles, stop=stop)
+        finally:
+            restore()
     with _runtime(args, cfg) as rt:
         sched = Scheduler(rt, interval=interval)
         sched.install_signal_handlers()
@@ -230,6 +241,44 @@ def cmd_run(args: argparse.Namespace) -> int:
                  len(rt.enabled()), sched.interval)
         sched.run(max_cycles=args.cycles)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from siem_plugins.fleet import run_worker
+
+    cfg = _config(args)
+    assert cfg is not None
+    level = "DEBUG" if args.verbose else "INFO"
+    return run_worker(Path(cfg.file), concurrency=args.concurrency, pool=args.pool, loglevel=level)
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from siem_plugins.builtin.store import DEFAULT_URL, open_store
+    from siem_plugins.db import is_postgres
+
+    cfg = _config(args, required=False)
+    url = args.store or (cfg.store_options.raw("url", DEFAULT_URL) if cfg else DEFAULT_URL)
+    if is_postgres(url):
+        from siem_plugins.pgstore import SCHEMA_VERSION, connect, migrate, schema_version
+
+        if args.action == "migrate":
+            applied = migrate(url)
+            print(f"{_safe_url(url)}: applied migrations {applied}" if applied
+                  else f"{_safe_url(url)}: up to date")
+        with connect(url) as conn:
+            print(f"schema version {schema_version(conn)} (this release: {SCHEMA_VERSION})")
+        return 0
+    store = open_store(url)  # SQLite creates its schema on open
+    print(f"{_safe_url(url)}: ready ({store.count()} events)")
+    store.close()
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """A store URL without its password, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -341,8 +390,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sync every enabled integration every interval (default 5 "
                        "minutes) until SIGTERM/SIGINT. Each sync catches up the backlog.")
     p.add_argument("--interval", help="override the interval: seconds or 30s / 5m / 1h")
+    p.add_argument("--executor", choices=("local", "celery"), default="local",
+                   help="local: sync in this process (default); celery: enqueue one task per "
+                        "integration per interval for `siem-plugins worker` processes")
     p.add_argument("--cycles", type=int, help=argparse.SUPPRESS)  # tests: stop after N ticks
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", parents=[common], help="run a Celery worker (scale-out)",
+                       description="Run a Celery worker that executes the sync tasks `run "
+                       "--executor celery` enqueues. Needs [celery] broker_url and the "
+                       "PostgreSQL store; at most one sync per integration runs fleet-wide.")
+    p.add_argument("--concurrency", type=int, default=2, help="sync processes (default 2)")
+    p.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),
+                   help="Celery pool (default prefork)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("store", parents=[common], help="manage the event store's schema",
+                       description="`store migrate` applies the PostgreSQL schema migrations "
+                       "(idempotent, safe to run from several processes); `store status` shows "
+                       "the schema version.")
+    p.add_argument("action", choices=("migrate", "status"))
+    p.add_argument("--store", metavar="URL", help="store URL (default: [store] url)")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("sync", parents=[common], help="sync once and exit",
                        description="Catch up the whole backlog once, in objects capped by "

@@ -37,7 +37,7 @@ _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*\Z")
 _SIZE_RE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
                "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-_TOP_KEYS = {"interval", "plugins_dir", "max_workers", "store", "integration"}
+_TOP_KEYS = {"interval", "plugins_dir", "max_workers", "store", "integration", "celery"}
 
 
 @dataclass

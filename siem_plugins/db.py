@@ -14,6 +14,10 @@ from pathlib import Path
 BUSY_TIMEOUT_S = 60.0
 
 
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def sqlite_path(url: str) -> Path:
     """The file of a ``sqlite://`` URL (or a plain path)."""
     if url.startswith("sqlite:///"):
@@ -23,7 +27,8 @@ def sqlite_path(url: str) -> Path:
                          "sqlite:////absolute.db")
     if "://" in url:
         scheme = url.split("://", 1)[0]
-        raise ValueError(f"unsupported store URL scheme {scheme!r} (supported: sqlite)")
+        raise ValueError(f"unsupported store URL scheme {scheme!r} (supported: sqlite, "
+                         "postgresql)")
     return Path(url)
 
 

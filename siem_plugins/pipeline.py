@@ -26,7 +26,7 @@ from siem_plugins.host import PluginHost
 from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import Digest, Formatter, Notifier, ObjectMeta, ObjectReceipt, Sink, Source
 from siem_plugins.options import Options
-from siem_plugins.state import NOTIFIER, SINK, Intent, State
+from siem_plugins.state import NOTIFIER, SINK, Intent, StateStore, open_state
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Runtime:
                     if (s := host.section_of(kind, n))}
         config.check_sections(sections)
         self.source: Source = host.source(config.store_name, config.store_options)
-        self.state = State(_state_path(config))
+        self.state: StateStore = _open_state(config)
         self.integrations: list[Integration] = []
         try:
             for ic in config.integrations:
@@ -144,13 +144,12 @@ class Runtime:
             self.state.close()
 
 
-def _state_path(config: Config) -> Any:
+def _open_state(config: Config) -> StateStore:
     from siem_plugins.builtin.store import DEFAULT_URL
-    from siem_plugins.db import sqlite_path
 
     url = config.store_options.raw("url", DEFAULT_URL)
     try:
-        return sqlite_path(url if isinstance(url, str) else DEFAULT_URL)
+        return open_state(url if isinstance(url, str) else DEFAULT_URL)
     except ValueError as exc:
         raise config.store_options.error("url", str(exc)) from None
 

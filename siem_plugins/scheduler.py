@@ -54,7 +54,17 @@ class Scheduler:
 
     def _sync(self, integ: Integration) -> SyncResult:
         started = time.monotonic()
-        result = self.pipeline.sync(integ)
+        if hasattr(self.rt.state, "try_lock"):
+            # A shared store: take the fleet-wide lock, so another `run` or a Celery
+            # worker on the same database never syncs this integration at the same time.
+            from siem_plugins.fleet import run_locked
+
+            locked = run_locked(self.rt, integ.name, pipeline=self.pipeline)
+            if locked is None:
+                return SyncResult(integ.name)
+            result = locked
+        else:
+            result = self.pipeline.sync(integ)
         log.info("%s: sync done in %.1fs: %d objects, %d events, %d digests%s", integ.name,
                  time.monotonic() - started, len(result.objects), result.events,
                  len(result.digests), "" if result.ok else f", {len(result.errors)} failed")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from siem_plugins.db import PerThread
 
@@ -62,6 +63,29 @@ class Intent:
 
 class StateError(RuntimeError):
     pass
+
+
+class StateStore(Protocol):
+    """Where cursors and intents live: :class:`State` (SQLite) or ``PgState``."""
+
+    def cursor(self, integration: str, destination: str) -> int: ...
+    def cursors(self) -> dict[tuple[str, str], int]: ...
+    def pending(self, integration: str, destination: str) -> Intent | None: ...
+    def record(self, intent: Intent) -> None: ...
+    def discard(self, intent: Intent) -> None: ...
+    def complete(self, intent: Intent) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_state(url: str) -> StateStore:
+    """The state store beside the event store a URL names."""
+    from siem_plugins.db import is_postgres, sqlite_path
+
+    if is_postgres(url):
+        from siem_plugins.pgstore import PgState
+
+        return PgState(url)
+    return State(sqlite_path(url))
 
 
 class State:

@@ -12,10 +12,15 @@ use them pays nothing:
   recording every message (``.messages``) and able to fail on demand (``.fail_next``).
 * ``siem_events`` — a factory of realistic, seed-shaped event dicts.
 * ``siem_store`` — an empty SQLite event store in a temporary folder.
+* ``pg_url`` — a PostgreSQL URL whose ``search_path`` is a fresh, migrated schema (dropped
+  afterwards). The server comes from ``SIEM_TEST_PG_URL`` (default: the local one on
+  127.0.0.1:5432, database ``test``); if it is unreachable the test fails, it is not skipped.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,3 +99,31 @@ def siem_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(tmp_path / "siem.db")
     yield store
     store.close()
+
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A migrated, empty schema of its own on the test PostgreSQL server."""
+    import psycopg
+
+    from siem_plugins.pgstore import migrate
+
+    base = os.environ.get("SIEM_TEST_PG_URL", DEFAULT_PG_URL)
+    schema = f"siem_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {base} is not reachable ({exc}); start it (see .ci/run) "
+                    "or point SIEM_TEST_PG_URL at one")
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in base else "?"
+        url = f"{base}{sep}options=-csearch_path%3D{schema}"
+        migrate(url)
+        try:
+            yield url
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")

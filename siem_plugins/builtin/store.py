@@ -13,12 +13,13 @@ import sys
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from siem_plugins import hookimpl
-from siem_plugins.db import PerThread, sqlite_path
+from siem_plugins.db import PerThread, is_postgres, sqlite_path
 from siem_plugins.events import Canonical, Event
 from siem_plugins.keys import check_account
-from siem_plugins.kinds import Range, SourceSpec
+from siem_plugins.kinds import Range, Source, SourceSpec
 from siem_plugins.options import Options
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ class SQLiteStore:
         self._conns = PerThread(path)
         self._conns.get().executescript(_SCHEMA)
 
-    @classmethod
-    def from_options(cls, options: Options) -> SQLiteStore:
-        url = options.string("url", DEFAULT_URL)
-        try:
-            path = sqlite_path(url)
-        except ValueError as exc:
-            raise options.error("url", str(exc)) from None
-        return cls(path)
 
     # ------------------------------------------------------------------ writing
 
@@ -196,10 +189,31 @@ class SQLiteStore:
         self._conns.close()
 
 
+def open_store(url: str) -> Any:
+    """The store a URL names: ``sqlite:///path.db`` (default) or ``postgresql://...``."""
+    if is_postgres(url):
+        from siem_plugins.pgstore import PostgresStore
+
+        return PostgresStore(url)
+    return SQLiteStore(sqlite_path(url))
+
+
+def _from_options(options: Options) -> Source:
+    url = options.string("url", DEFAULT_URL)
+    try:
+        store: Source = open_store(url)
+    except ValueError as exc:
+        raise options.error("url", str(exc)) from None
+    except Exception as exc:  # cannot connect, schema too old, driver missing
+        raise options.error("url", f"cannot open the store: {exc}") from None
+    return store
+
+
 @hookimpl
 def siem_register_sources() -> list[SourceSpec]:
     return [SourceSpec(
         name="store",
-        factory=SQLiteStore.from_options,
-        description="device/account event store on SQLite (url = sqlite:///path.db)",
+        factory=_from_options,
+        description="device/account event store: SQLite (url = sqlite:///path.db, the "
+                    "default) or PostgreSQL (url = postgresql://...)",
     )]

@@ -1,0 +1,169 @@
+"""Scale-out on Celery: workers share the integrations; PostgreSQL keeps them honest.
+
+* ``siem-plugins worker`` runs a Celery worker that executes ``siem_plugins.sync`` tasks.
+* ``siem-plugins run --executor celery`` enqueues one such task per enabled integration
+  every interval (it does no syncing itself).
+
+At most one sync of an integration runs at a time across the fleet: a task first takes
+the integration's advisory lock in PostgreSQL (held on its own connection for the whole
+sync, released when the sync ends *or the process dies*); a task that finds the lock
+taken returns at once — it is skipped, never queued behind the running one. Tasks expire
+after one interval, so a backlog of ticks never piles up behind a slow broker.
+
+Every sync is recorded in ``siem_sync_run`` (integration, worker, start, end, counts,
+error), which is both an operations log and what the tests read to prove no overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from siem_plugins.config import Config, load_config
+from siem_plugins.options import ConfigError
+from siem_plugins.pipeline import SyncResult
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "siem_plugins.sync"
+DEFAULT_QUEUE = "siem"
+
+
+def broker_url(cfg: Config) -> str:
+    table = cfg.data.get("celery", {})
+    url = table.get("broker_url") if isinstance(table, dict) else None
+    if not isinstance(url, str) or not url:
+        raise ConfigError("the celery executor needs [celery] broker_url (e.g. "
+                          "\"redis://127.0.0.1:6379/0\" or \"amqp://guest:guest@127.0.0.1//\")",
+                          file=cfg.file, path="celery.broker_url")
+    return url
+
+
+def check_fleet_config(cfg: Config) -> None:
+    from siem_plugins.db import is_postgres
+
+    url = cfg.store_options.raw("url", "")
+    if not (isinstance(url, str) and is_postgres(url)):
+        raise ConfigError("the celery executor needs the PostgreSQL store (its sync locks and "
+                          "cursors are shared by every worker): set [store] url = "
+                          "\"postgresql://...\"", file=cfg.file, path="store.url")
+    broker_url(cfg)
+
+
+def make_app(config_path: Path) -> Any:
+    """The Celery app for a config file (workers build their runtime lazily, per process)."""
+    from celery import Celery
+
+    cfg = load_config(config_path)
+    check_fleet_config(cfg)
+    table = cfg.data.get("celery", {})
+    app = Celery("siem_plugins", broker=broker_url(cfg), set_as_current=False)
+    app.conf.update(
+        task_default_queue=table.get("queue", DEFAULT_QUEUE),
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,  # a worker takes one sync at a time per process
+        task_acks_late=False,  # a lost task is re-sent by the next tick anyway
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    runtime_holder: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def runtime() -> Any:
+        # Built in the process that runs tasks (after a prefork fork), once.
+        with lock:
+            rt = runtime_holder.get("rt")
+            if rt is None or runtime_holder.get("pid") != os.getpid():
+                from siem_plugins.host import create_host
+                from siem_plugins.logs import REDACTOR
+                from siem_plugins.pipeline import Runtime
+
+                fresh = load_config(config_path)
+                REDACTOR.add(fresh.secrets)
+                rt = Runtime(fresh, create_host(fresh.plugins_dir or Path("hooks")))
+                runtime_holder.update(rt=rt, pid=os.getpid())
+            return rt
+
+    @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+    def sync(integration: str) -> dict[str, Any]:
+        try:
+            result = run_locked(runtime(), integration)
+        except LookupError as exc:
+            log.warning("%s (task ignored; is the worker's config out of date?)", exc)
+            return {"integration": integration, "status": "unknown"}
+        if result is None:
+            return {"integration": integration, "status": "skipped"}
+        return {"integration": integration, "status": "ok" if result.ok else "failed",
+                "objects": len(result.objects), "events": result.events}
+
+    return app
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def run_locked(rt: Any, name: str, *, pipeline: Any = None) -> SyncResult | None:
+    """One sync of ``name`` under its fleet-wide lock; ``None`` if another process holds
+    it (the sync is skipped, not queued). Recorded in ``siem_sync_run``."""
+    from siem_plugins.pipeline import Pipeline
+
+    integ = next((i for i in rt.integrations if i.name == name), None)
+    if integ is None:
+        raise LookupError(f"no integration named {name!r} in this worker's config")
+    held = rt.state.try_lock(name)
+    if held is None:
+        log.info("%s: another process is syncing it; skipped", name)
+        return None
+    with held:
+        run_id = rt.state.run_started(name, worker_name())
+        result: SyncResult | None = None
+        error: str | None = None
+        try:
+            result = (pipeline or Pipeline(rt)).sync(integ)
+            error = "; ".join(result.errors.values()) or None
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            rt.state.run_finished(run_id, objects=len(result.objects) if result else 0,
+                                  events=result.events if result else 0, error=error)
+    return result
+
+
+def run_beat(config_path: Path, *, interval: float | None, cycles: int | None,
+             stop: threading.Event) -> int:
+    """Enqueue one sync task per enabled integration every interval, until stopped."""
+    app = make_app(config_path)
+    cfg = load_config(config_path)
+    every = interval if interval is not None else cfg.interval
+    names = [i.name for i in cfg.integrations if i.enabled]
+    log.info("celery beat: %d integrations every %.0fs via %s", len(names), every,
+             app.conf.broker_url.split("@")[-1])
+    ticks = 0
+    next_at = time.monotonic()
+    with app.connection_for_write() as conn:
+        while not stop.is_set():
+            for name in names:
+                app.send_task(TASK_NAME, args=[name], expires=every, connection=conn)
+            ticks += 1
+            if cycles is not None and ticks >= cycles:
+                break
+            next_at += every
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    return 0
+
+
+def run_worker(config_path: Path, *, concurrency: int, pool: str, loglevel: str) -> int:
+    app = make_app(config_path)
+    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", f"--pool={pool}",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"siem@{socket.gethostname()}-{os.getpid()}"]
+    app.worker_main(argv)
+    return 0

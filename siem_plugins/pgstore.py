@@ -1,0 +1,385 @@
+"""The PostgreSQL event store and delivery state (psycopg 3), for fleets.
+
+Chosen by URL: ``[store] url = "postgresql://user@host/db"``. The schema is versioned:
+``siem-plugins store migrate`` applies what is missing, idempotently, under an advisory
+lock so several processes can run it at once.
+
+**No skipped ids.** A sequence hands out ids at insert time but transactions commit in
+any order, so id 101 can become visible before id 100; a reader that moved its cursor
+to 101 would lose 100 for ever. Here every writer takes one transaction-level advisory
+lock (:data:`INGEST_LOCK`) *before* it draws ids and keeps it until it commits, so ids
+become visible strictly in id order: when a reader sees id N, every id below N is
+either visible or never will be (rolled back). Writers are serialised only for the
+COPY of rows they validated beforehand, one chunk at a time (docs/deployment.md
+discusses the cost and the alternatives). External writers use :func:`append` or the
+``siem_append_lock()`` SQL function the migration creates.
+
+Reads stream through a server-side cursor, so memory stays flat whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any
+
+from siem_plugins.events import Canonical, Event
+from siem_plugins.keys import check_account
+from siem_plugins.kinds import Range
+from siem_plugins.state import Intent, StateError
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock key taken by every writer of siem_event (transaction scope).
+INGEST_LOCK = 0x5E1E_0001
+#: Namespace (first int) of the per-integration sync locks (session scope).
+SYNC_LOCK_NS = 0x5E1E
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "events, cursors, intents", """
+CREATE SEQUENCE IF NOT EXISTS siem_event_id_seq AS bigint;
+CREATE TABLE IF NOT EXISTS siem_event (
+    id       bigint PRIMARY KEY DEFAULT nextval('siem_event_id_seq'),
+    account  text NOT NULL,
+    type     text NOT NULL,
+    log_type text NOT NULL,
+    ts       text NOT NULL,
+    body     bytea NOT NULL
+);
+ALTER SEQUENCE siem_event_id_seq OWNED BY siem_event.id;
+CREATE INDEX IF NOT EXISTS siem_event_account_id ON siem_event (account, id);
+CREATE TABLE IF NOT EXISTS siem_cursor (
+    integration text NOT NULL,
+    destination text NOT NULL,
+    last_id     bigint NOT NULL,
+    updated     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (integration, destination)
+);
+CREATE TABLE IF NOT EXISTS siem_intent (
+    integration text NOT NULL,
+    destination text NOT NULL,
+    first_id    bigint NOT NULL,
+    last_id     bigint NOT NULL,
+    count       bigint NOT NULL,
+    key         text NOT NULL,
+    created     text NOT NULL,
+    fingerprint text NOT NULL,
+    PRIMARY KEY (integration, destination)
+);
+CREATE OR REPLACE FUNCTION siem_append_lock() RETURNS void LANGUAGE sql AS
+    'SELECT pg_advisory_xact_lock(1579024385)';
+"""),
+    (2, "sync runs (who synced what, when)", """
+CREATE TABLE IF NOT EXISTS siem_sync_run (
+    id          bigserial PRIMARY KEY,
+    integration text NOT NULL,
+    worker      text NOT NULL,
+    started     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished    timestamptz,
+    objects     integer,
+    events      bigint,
+    error       text
+);
+CREATE INDEX IF NOT EXISTS siem_sync_run_integration ON siem_sync_run (integration, started);
+"""),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - depends on the install
+        raise RuntimeError("the PostgreSQL store needs psycopg: pip install "
+                           "'siem-plugins[postgres]'") from None
+    return psycopg
+
+
+def connect(url: str) -> Any:
+    return _psycopg().connect(url, autocommit=True, application_name="siem-plugins")
+
+
+def schema_version(conn: Any) -> int:
+    row = conn.execute("SELECT to_regclass('siem_schema_version')").fetchone()
+    if row[0] is None:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM siem_schema_version").fetchone()
+    return int(row[0])
+
+
+def migrate(url: str) -> list[int]:
+    """Apply missing migrations; returns the versions applied (none: up to date)."""
+    applied = []
+    with connect(url) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SYNC_LOCK_NS,))
+        conn.execute("CREATE TABLE IF NOT EXISTS siem_schema_version ("
+                     " version integer PRIMARY KEY, description text NOT NULL,"
+                     " applied timestamptz NOT NULL DEFAULT now())")
+        current = schema_version(conn)
+        for version, description, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            conn.execute(sql)
+            conn.execute("INSERT INTO siem_schema_version (version, description) VALUES (%s, %s)",
+                         (version, description))
+            applied.append(version)
+    return applied
+
+
+class _Conns:
+    """One connection per thread (psycopg connections are not for concurrent use)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = connect(self.url)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _check_schema(conns: _Conns) -> None:
+    version = schema_version(conns.get())
+    if version < SCHEMA_VERSION:
+        raise SchemaError(f"the PostgreSQL store is at schema version {version}, this "
+                          f"siem-plugins needs {SCHEMA_VERSION}: run `siem-plugins store migrate`")
+
+
+class PostgresStore:
+    """The event store on PostgreSQL. Implements :class:`~siem_plugins.kinds.Source`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conns = _Conns(url)
+        _check_schema(self._conns)
+
+    def append(self, account: str, records: Iterable[Canonical], *,
+               chunk: int = 5000) -> Any:
+        """COPY validated records in, ``chunk`` rows per transaction, ids in commit order."""
+        from siem_plugins.builtin.store import IngestResult
+
+        check_account(account)
+        conn = self._conns.get()
+        accepted = 0
+        first: int | None = None
+        last: int | None = None
+        rows: list[tuple[str, str, str, str, bytes]] = []
+
+        def flush() -> None:
+            nonlocal first, last
+            if not rows:
+                return
+            with conn.transaction():
+                conn.execute("SELECT siem_append_lock()")
+                with conn.cursor() as cur:
+                    with cur.copy("COPY siem_event (account, type, log_type, ts, body)"
+                                  " FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    top = cur.execute("SELECT currval('siem_event_id_seq')").fetchone()[0]
+            if first is None:
+                first = top - len(rows) + 1
+            last = top
+            rows.clear()
+
+        for rec in records:
+            rows.append((account, rec.type, rec.log_type, rec.timestamp, rec.raw))
+            accepted += 1
+            if len(rows) >= chunk:
+                flush()
+        flush()
+        return IngestResult(accepted, first, last)
+
+    def plan(self, account: str, after_id: int, *, max_events: int, max_bytes: int) -> Range | None:
+        conn = self._conns.get()
+        if max_bytes >= sys.maxsize:
+            lo, hi, n = conn.execute(
+                "SELECT min(id), max(id), count(*) FROM (SELECT id FROM siem_event"
+                " WHERE account=%s AND id>%s ORDER BY id LIMIT %s) t",
+                (account, after_id, min(max_events, 2**62)),
+            ).fetchone()
+            return Range(lo, hi, n) if n else None
+        # Running total of sizes in the database; only the cut-off row comes back.
+        row = conn.execute(
+            "SELECT min(id), max(id), count(*) FROM ("
+            " SELECT id, sum(octet_length(body) + 1) OVER (ORDER BY id) AS total"
+            " FROM (SELECT id, body FROM siem_event WHERE account=%s AND id>%s"
+            "       ORDER BY id LIMIT %s) w) t"
+            " WHERE total <= %s OR id = (SELECT min(id) FROM siem_event"
+            "                            WHERE account=%s AND id>%s)",
+            (account, after_id, max_events, max_bytes, account, after_id),
+        ).fetchone()
+        lo, hi, n = row
+        return Range(lo, hi, n) if n else None
+
+    def read(self, account: str, first_id: int, last_id: int, *,
+             log_types: Collection[str] | None = None,
+             batch_size: int = 5000) -> Iterator[list[Event]]:
+        if log_types is not None and not log_types:
+            return
+        sql = ("SELECT id, type, log_type, ts, body FROM siem_event"
+               " WHERE account=%s AND id>=%s AND id<=%s")
+        params: list[Any] = [account, first_id, last_id]
+        if log_types is not None:
+            sql += " AND log_type = ANY(%s)"
+            params.append(sorted(log_types))
+        sql += " ORDER BY id"
+        # A dedicated connection: the server-side cursor lives in its own transaction.
+        with connect(self.url) as conn, conn.transaction():
+            with conn.cursor(name="siem_read") as cur:
+                cur.itersize = batch_size
+                cur.execute(sql, params)
+                while True:
+                    rows = cur.fetchmany(batch_size)
+                    if not rows:
+                        return
+                    yield [Event(r[0], account, r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+    def count(self, account: str | None = None) -> int:
+        conn = self._conns.get()
+        if account is None:
+            return int(conn.execute("SELECT count(*) FROM siem_event").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM siem_event WHERE account=%s",
+                                (account,)).fetchone()[0])
+
+    def close(self) -> None:
+        self._conns.close()
+
+
+class PgState:
+    """Cursors and intents in PostgreSQL (same protocol as :class:`~siem_plugins.state.State`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conns = _Conns(url)
+        _check_schema(self._conns)
+
+    def close(self) -> None:
+        self._conns.close()
+
+    def cursor(self, integration: str, destination: str) -> int:
+        row = self._conns.get().execute(
+            "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s",
+            (integration, destination)).fetchone()
+        return int(row[0]) if row else 0
+
+    def cursors(self) -> dict[tuple[str, str], int]:
+        rows = self._conns.get().execute(
+            "SELECT integration, destination, last_id FROM siem_cursor").fetchall()
+        return {(i, d): int(last) for i, d, last in rows}
+
+    def pending(self, integration: str, destination: str) -> Intent | None:
+        row = self._conns.get().execute(
+            "SELECT integration, destination, first_id, last_id, count, key, created, fingerprint"
+            " FROM siem_intent WHERE integration=%s AND destination=%s",
+            (integration, destination)).fetchone()
+        return Intent(*row) if row else None
+
+    def record(self, intent: Intent) -> None:
+        psycopg = _psycopg()
+        conn = self._conns.get()
+        with conn.transaction():
+            cur = conn.execute(
+                "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s"
+                " FOR UPDATE", (intent.integration, intent.destination)).fetchone()
+            if cur and intent.first_id <= cur[0]:
+                raise StateError(f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
+                                 f"{cur[0]} of {intent.integration}/{intent.destination}")
+            try:
+                with conn.transaction():
+                    conn.execute("INSERT INTO siem_intent VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                                 (intent.integration, intent.destination, intent.first_id,
+                                  intent.last_id, intent.count, intent.key, intent.created,
+                                  intent.fingerprint))
+            except psycopg.errors.UniqueViolation:
+                raise StateError(f"{intent.integration}/{intent.destination} already has a "
+                                 "pending intent") from None
+
+    def discard(self, intent: Intent) -> None:
+        self._conns.get().execute(
+            "DELETE FROM siem_intent WHERE integration=%s AND destination=%s AND first_id=%s",
+            (intent.integration, intent.destination, intent.first_id))
+
+    def complete(self, intent: Intent) -> None:
+        conn = self._conns.get()
+        with conn.transaction():
+            deleted = conn.execute(
+                "DELETE FROM siem_intent WHERE integration=%s AND destination=%s AND first_id=%s"
+                " AND last_id=%s",
+                (intent.integration, intent.destination, intent.first_id, intent.last_id),
+            ).rowcount
+            if deleted != 1:
+                raise StateError(f"no pending intent {intent.first_id}-{intent.last_id} for "
+                                 f"{intent.integration}/{intent.destination}")
+            conn.execute(
+                "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (%s,%s,%s)"
+                " ON CONFLICT (integration, destination) DO UPDATE SET last_id=excluded.last_id,"
+                " updated=now()",
+                (intent.integration, intent.destination, intent.last_id))
+
+    # ------------------------------------------------------------------ fleet helpers
+
+    def try_lock(self, integration: str) -> SyncLock | None:
+        """The integration's sync lock, if no other process holds it (else ``None``).
+
+        A session-level advisory lock on its own connection: it is released when the
+        holder releases it *or when its process dies*, so a killed worker never blocks
+        the integration for long.
+        """
+        conn = connect(self.url)
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                           (SYNC_LOCK_NS, integration)).fetchone()[0]
+        if not got:
+            conn.close()
+            return None
+        return SyncLock(conn, integration)
+
+    def run_started(self, integration: str, worker: str) -> int:
+        return int(self._conns.get().execute(
+            "INSERT INTO siem_sync_run (integration, worker) VALUES (%s, %s) RETURNING id",
+            (integration, worker)).fetchone()[0])
+
+    def run_finished(self, run_id: int, *, objects: int, events: int, error: str | None) -> None:
+        self._conns.get().execute(
+            "UPDATE siem_sync_run SET finished=clock_timestamp(), objects=%s, events=%s,"
+            " error=%s WHERE id=%s", (objects, events, error, run_id))
+
+
+class SyncLock:
+    def __init__(self, conn: Any, integration: str) -> None:
+        self._conn = conn
+        self.integration = integration
+
+    def release(self) -> None:
+        try:
+            self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                               (SYNC_LOCK_NS, self.integration))
+        finally:
+            self._conn.close()
+
+    def __enter__(self) -> SyncLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

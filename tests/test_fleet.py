@@ -1,0 +1,187 @@
+"""Scale-out on Celery with real parts: PostgreSQL, Redis (and RabbitMQ), several worker
+processes, dozens of integrations, and a worker SIGKILLed in the middle of a sync."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from siem_plugins.events import canonicalize
+from siem_plugins.pgstore import PgState, PostgresStore
+from siem_plugins.state import SINK
+from siem_plugins.testkit.s3server import S3Server
+
+PLUGINS = Path(__file__).parent / "plugins"
+REDIS = os.environ.get("SIEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
+RABBIT = os.environ.get("SIEM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def write_config(path: Path, pg_url: str, s3: S3Server, broker: str,
+                 integrations: list[tuple[str, str, dict[str, Any]]]) -> None:
+    opts = s3.sink_options("x")
+    text = f"""
+interval = "1s"
+plugins_dir = "{PLUGINS}"
+[store]
+url = "{pg_url}"
+[celery]
+broker_url = "{broker}"
+queue = "siem-test-{secrets.token_hex(4)}"
+[s3]
+endpoint_url = "{opts['endpoint_url']}"
+region = "{opts['region']}"
+access_key_id = "{opts['access_key_id']}"
+secret_access_key = "{opts['secret_access_key']}"
+"""
+    for name, bucket, extra in integrations:
+        sink_type = extra.pop("sink_type", "s3")
+        sink_extra = "".join(f", {k} = {v}" for k, v in extra.pop("sink", {}).items())
+        text += f"""
+[[integration]]
+name = "{name}"
+account = "{name}"
+format = "json"
+max_events = {extra.get('max_events', 1000)}
+batch_size = {extra.get('batch_size', 5000)}
+sink = {{ type = "{sink_type}", bucket = "{bucket}"{sink_extra} }}
+notify = {{ type = "outbox", path = "{path.parent / 'outbox'}", from = "s@example.com", to = ["a@example.com"], events = ["config"] }}
+"""
+    path.write_text(text)
+
+
+def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "siem_plugins", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    running: list[subprocess.Popen[bytes]] = []
+    yield running
+    for p in running:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+
+
+def shipped(s3: S3Server, bucket: str) -> Counter[int]:
+    client = s3.client()
+    seen: Counter[int] = Counter()
+    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        for line in gzip.decompress(body).splitlines():
+            seen[orjson.loads(line)["seq"]] += 1
+    return seen
+
+
+def sync_runs(pg_url: str) -> list[tuple[str, str, Any, Any]]:
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT integration, worker, started, finished FROM siem_sync_run"
+                            " ORDER BY integration, started").fetchall()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+@pytest.mark.slow
+def test_workers_share_integrations_exactly_once_and_survive_a_kill(
+        tmp_path: Path, pg_url: str, s3_server: S3Server, siem_events: Any,
+        procs: list[subprocess.Popen[bytes]]) -> None:
+    names = [f"acct{i:02d}" for i in range(24)]
+    per_account = 300
+    store = PostgresStore(pg_url)
+    expected: dict[str, int] = {}
+    events = siem_events(per_account * 2)
+    for n in names:
+        s3_server.create_bucket(f"b-{n}")
+        store.append(n, (canonicalize({**e, "seq": i}) for i, e in
+                         enumerate(events[:per_account])))
+        expected[n] = per_account
+    slow_total = 600
+    s3_server.create_bucket("b-slowpoke")
+    store.append("slowpoke", (canonicalize({**e, "seq": i}) for i, e in
+                              enumerate(siem_events(slow_total, seed=4))))
+    integrations = [(n, f"b-{n}", {}) for n in names]
+    integrations.append(("slowpoke", "b-slowpoke",
+                         {"sink_type": "slow-s3", "sink": {"delay": 0.25}, "batch_size": 20,
+                          "max_events": 10_000}))
+    cfg = tmp_path / "siem.toml"
+    write_config(cfg, pg_url, s3_server, REDIS, integrations)
+    log = tmp_path / "fleet.log"
+    for _ in range(3):
+        procs.append(spawn("worker", "-c", str(cfg), "--pool", "solo", log=log))
+    procs.append(spawn("run", "--executor", "celery", "-c", str(cfg), log=log))
+
+    # Kill the worker that is in the middle of syncing the slow integration.
+    deadline = time.monotonic() + 90
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for name, worker, _started, finished in sync_runs(pg_url):
+            if name == "slowpoke" and finished is None:
+                victim = int(worker.split(":")[1])
+        time.sleep(0.1)
+    assert victim is not None, log.read_text()[-3000:]
+    time.sleep(0.5)  # well inside the ~7 s sync
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.time()
+
+    # More events arrive while the fleet runs.
+    for n in names[:6]:
+        store.append(n, (canonicalize({**e, "seq": i}) for i, e in
+                         enumerate(events[per_account:], start=per_account)))
+        expected[n] = per_account * 2
+    store.close()
+
+    state = PgState(pg_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = all(state.cursor(n, SINK) >= 1 for n in names) and all(
+            sum(shipped_counts.values()) == expected[n]
+            for n in names[:6] for shipped_counts in [shipped(s3_server, f"b-{n}")])
+        if done and state.cursor("slowpoke", SINK) > 0 and state.pending("slowpoke", SINK) is None:
+            break
+        time.sleep(1)
+    state.close()
+
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+    for n in names:
+        seen = shipped(s3_server, f"b-{n}")
+        assert sorted(seen) == list(range(expected[n])), n
+        assert set(seen.values()) == {1}, n
+    seen = shipped(s3_server, "b-slowpoke")
+    assert sorted(seen) == list(range(slow_total)) and set(seen.values()) == {1}
+    assert s3_server.client().list_multipart_uploads(Bucket="b-slowpoke").get("Uploads", []) == []
+
+    # No integration was ever synced by two workers at once.
+    runs = sync_runs(pg_url)
+    workers = {w.split(":")[1] for _, w, _, _ in runs}
+    assert len(workers) >= 2
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for name, worker, started, finished in runs:
+        end = finished.timestamp() if finished else killed_at
+        assert finished or int(worker.split(":")[1]) == victim
+        by_name.setdefault(name, []).append((started.timestamp(), end))
+    for name, spans in by_name.items():
+        for (s1, e1), (s2, _e2) in zip(spans, spans[1:], strict=False):
+            assert s2 >= e1, f"{name}: overlapping syncs {s1}-{e1} and {s2}"
+    print(f"fleet: {len(runs)} syncs by {len(workers)} workers over {len(by_name)} integrations")
