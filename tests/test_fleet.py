@@ -185,3 +185,33 @@ def test_workers_share_integrations_exactly_once_and_survive_a_kill(
         for (s1, e1), (s2, _e2) in zip(spans, spans[1:], strict=False):
             assert s2 >= e1, f"{name}: overlapping syncs {s1}-{e1} and {s2}"
     print(f"fleet: {len(runs)} syncs by {len(workers)} workers over {len(by_name)} integrations")
+
+
+@pytest.mark.parametrize("broker", [REDIS, RABBIT], ids=["redis", "rabbitmq"])
+def test_both_brokers_carry_the_tasks(tmp_path: Path, pg_url: str, s3_server: S3Server,
+                                      siem_events: Any, broker: str,
+                                      procs: list[subprocess.Popen[bytes]]) -> None:
+    names = ["one", "two", "three"]
+    store = PostgresStore(pg_url)
+    for n in names:
+        s3_server.create_bucket(f"b-{n}")
+        store.append(n, (canonicalize({**e, "seq": i}) for i, e in enumerate(siem_events(200))))
+    store.close()
+    cfg = tmp_path / "siem.toml"
+    write_config(cfg, pg_url, s3_server, broker, [(n, f"b-{n}", {}) for n in names])
+    log = tmp_path / "fleet.log"
+    procs.append(spawn("worker", "-c", str(cfg), "--pool", "threads", "--concurrency", "2",
+                       log=log))
+    beat = subprocess.run([sys.executable, "-m", "siem_plugins", "run", "--executor", "celery",
+                           "--cycles", "1", "-c", str(cfg)], capture_output=True, text=True,
+                          timeout=60)
+    assert beat.returncode == 0, beat.stderr
+    state = PgState(pg_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(
+            state.cursor(n, SINK) > 0 and state.pending(n, SINK) is None for n in names):
+        time.sleep(0.2)
+    state.close()
+    for n in names:
+        seen = shipped(s3_server, f"b-{n}")
+        assert sorted(seen) == list(range(200)) and set(seen.values()) == {1}, log.read_text()
