@@ -19,6 +19,7 @@ Reads stream through a server-side cursor, so memory stays flat whatever the bac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -140,6 +141,7 @@ class _Conns:
         self.url = url
         self._local = threading.local()
         self._all: list[Any] = []
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
 
     def get(self) -> Any:
@@ -151,11 +153,31 @@ class _Conns:
                 self._all.append(conn)
         return conn
 
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[Any]:
+        """A connection of its own for a while (a server-side cursor's transaction),
+        kept for reuse afterwards: connecting costs ~7 ms, more than a small sync."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            conn = connect(self.url)
+            with self._lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        finally:
+            if not conn.closed and conn.info.transaction_status == 0:  # idle
+                with self._lock:
+                    self._idle.append(conn)
+            else:
+                conn.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+            self._idle.clear()
         self._local = threading.local()
 
 
@@ -245,8 +267,8 @@ class PostgresStore:
             sql += " AND log_type = ANY(%s)"
             params.append(sorted(log_types))
         sql += " ORDER BY id"
-        # A dedicated connection: the server-side cursor lives in its own transaction.
-        with connect(self.url) as conn, conn.transaction():
+        # A connection of its own: the server-side cursor lives in its own transaction.
+        with self._conns.borrowed() as conn, conn.transaction():
             # Binary rows: bytea arrives as bytes, not hex text (~1.5x the read rate).
             with conn.cursor(name="siem_read", binary=True) as cur:
                 cur.itersize = batch_size
