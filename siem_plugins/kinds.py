@@ -126,8 +126,9 @@ class Formatter(Protocol):
 
 class ObjectWriter:
     """One object being written. All or nothing: :meth:`commit` publishes it,
-    :meth:`abort` leaves no trace. Use as a context manager: a clean exit commits,
-    an exception aborts."""
+    :meth:`abort` leaves no trace. As a context manager, an exception inside the block
+    aborts; a clean exit does not commit by itself: call :meth:`commit` (whose failure
+    aborts too)."""
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError

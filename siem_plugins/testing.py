@@ -7,7 +7,8 @@ use them pays nothing:
 * ``s3_server`` — moto's S3 over real HTTP on loopback, with a fault-injecting WSGI
   middleware (``s3_server.faults``); reset before each test. Set
   ``SIEM_TEST_S3_ENDPOINT`` to run the same tests against another endpoint.
-* ``s3_bucket`` — a fresh bucket on it.
+* ``s3_bucket`` — a fresh bucket on it; ``s3_faults`` — its fault injector (skips the test
+  on an external endpoint); ``s3_fast_retries`` — botocore retries without backoff sleeps.
 * ``smtp_server`` / ``smtp_tls_server`` — aiosmtpd on loopback, plain or STARTTLS + AUTH,
   recording every message (``.messages``) and able to fail on demand (``.fail_next``).
 * ``siem_events`` — a factory of realistic, seed-shaped event dicts.
@@ -27,38 +28,22 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# The S3 fixtures live beside their server; importing them costs only the stdlib.
+from siem_plugins.testkit.fixtures_s3 import (  # noqa: F401 (re-exported fixtures)
+    s3_bucket,
+    s3_fast_retries,
+    s3_faults,
+    s3_server,
+    s3_server_session,
+)
+
 if TYPE_CHECKING:
     from siem_plugins.builtin.store import SQLiteStore
-    from siem_plugins.testkit.s3server import S3Server
     from siem_plugins.testkit.smtpserver import SMTPServer
 
 #: The account ``smtp_tls_server`` accepts.
 SMTP_USER = "siem"
 SMTP_PASSWORD = "s3cret-pass"  # noqa: S105 (a throwaway test credential)
-
-
-@pytest.fixture(scope="session")
-def _siem_s3_session() -> Iterator[S3Server]:
-    from siem_plugins.testkit.s3server import running_s3_server
-
-    with running_s3_server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_server(_siem_s3_session: S3Server) -> S3Server:
-    """The S3 endpoint, with no buckets, faults or recorded requests left from before."""
-    _siem_s3_session.reset()
-    return _siem_s3_session
-
-
-@pytest.fixture
-def s3_bucket(s3_server: S3Server) -> Iterator[str]:
-    """A fresh, empty bucket's name."""
-    name = s3_server.create_bucket()
-    yield name
-    if s3_server.external:
-        s3_server.empty_bucket(name)
 
 
 @pytest.fixture

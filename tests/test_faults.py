@@ -45,7 +45,7 @@ def no_open_uploads(s3: S3Server, bucket: str) -> bool:
 
 def test_transient_s3_faults_are_retried_and_data_lands_once(
         tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
-        s3_bucket: str, smtp_server: SMTPServer) -> None:
+        s3_bucket: str, smtp_server: SMTPServer, s3_fast_retries: None) -> None:
     ingest(siem_store, "acme", numbered(siem_events(6000)))
     faults = s3_server.faults
     assert faults is not None

@@ -1,0 +1,608 @@
+"""The built-in S3 sink against a real HTTP S3 endpoint (moto, or SIEM_TEST_S3_ENDPOINT).
+
+Nothing here mocks boto3: every request crosses a socket, and faults are injected by
+the server's middleware, so botocore's retries and smart_open's upload logic run for real.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from siem_plugins.builtin.s3 import (
+    DEFAULT_PART_SIZE,
+    S3ObjectWriter,
+    S3Sink,
+    SinkError,
+    siem_register_sinks,
+    to_sink_error,
+)
+from siem_plugins.kinds import ObjectMeta, Sink
+from siem_plugins.options import ConfigError, Options
+from siem_plugins.testkit.s3server import Faults, S3Server
+
+MiB = 1024 * 1024
+PATH = "integration[0].sink"
+FILE = "siem.toml"
+
+META = ObjectMeta(
+    integration="acme-json",
+    account="acme",
+    first_id=101,
+    last_id=250,
+    count=150,
+    format="json",
+    content_type="application/x-ndjson",
+    content_encoding="gzip",
+)
+
+
+def make_sink(server: S3Server, bucket: str, **extra: Any) -> S3Sink:
+    options = Options(server.sink_options(bucket, **extra), path=PATH, file=FILE)
+    sink = S3Sink.from_options(options)
+    options.finish()  # as the host does: every key the test passes must be understood
+    return sink
+
+
+def keys(server: S3Server, bucket: str) -> list[str]:
+    listing = server.client().list_objects_v2(Bucket=bucket)
+    return [obj["Key"] for obj in listing.get("Contents", [])]
+
+
+def open_uploads(server: S3Server, bucket: str) -> list[str]:
+    listing = server.client().list_multipart_uploads(Bucket=bucket)
+    return [upload["Key"] for upload in listing.get("Uploads", [])]
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_small_object_round_trips_with_metadata(s3_server: S3Server, s3_bucket: str) -> None:
+    sink = make_sink(s3_server, s3_bucket, prefix="acme")
+    with sink.open("2024/01/02/acme-101-250.json.gz", META) as writer:
+        writer.write(b'{"id":101}\n')
+        writer.write(b'{"id":102}\n')
+        receipt = writer.commit()
+
+    full_key = "acme/2024/01/02/acme-101-250.json.gz"
+    assert receipt.key == "2024/01/02/acme-101-250.json.gz"
+    assert receipt.location == f"s3://{s3_bucket}/{full_key}"
+    assert receipt.size == 22
+    assert receipt.meta == META
+    got = s3_server.client().get_object(Bucket=s3_bucket, Key=full_key)
+    assert got["Body"].read() == b'{"id":101}\n{"id":102}\n'
+    assert got["ContentType"] == "application/x-ndjson"
+    assert got["ContentEncoding"] == "gzip"
+    assert got["Metadata"] == {
+        "siem-integration": "acme-json",
+        "siem-account": "acme",
+        "siem-first-id": "101",
+        "siem-last-id": "250",
+        "siem-count": "150",
+        "siem-format": "json",
+    }
+    assert keys(s3_server, s3_bucket) == [full_key]
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+def test_empty_object_keeps_content_type_and_metadata(s3_server: S3Server, s3_bucket: str) -> None:
+    # smart_open replaces an empty multipart upload with a plain PutObject.
+    sink = make_sink(s3_server, s3_bucket, sse="AES256")
+    plain = ObjectMeta(**{**_fields(META), "content_encoding": None})
+    receipt = sink.open("empty.json", plain).commit()
+
+    assert receipt.size == 0
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="empty.json")
+    assert head["ContentLength"] == 0
+    assert head["ContentType"] == "application/x-ndjson"
+    assert "ContentEncoding" not in head
+    assert head["Metadata"]["siem-first-id"] == "101"
+    assert head["ServerSideEncryption"] == "AES256"
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+def test_large_object_is_uploaded_in_parts(s3_server: S3Server, s3_bucket: str) -> None:
+    data = os.urandom(12 * MiB)
+    sink = make_sink(s3_server, s3_bucket, part_size=5 * MiB)
+    with sink.open("big.bin", META) as writer:
+        for start in range(0, len(data), 1 * MiB + 7):  # chunks that straddle part edges
+            writer.write(data[start : start + 1 * MiB + 7])
+        receipt = writer.commit()
+
+    assert receipt.size == len(data)
+    got = s3_server.client().get_object(Bucket=s3_bucket, Key="big.bin")
+    assert got["Body"].read() == data
+    assert got["ETag"].strip('"').endswith("-3")  # 5 + 5 + 2 MiB: three parts
+    assert got["Metadata"]["siem-count"] == "150"
+    if s3_server.faults is not None:
+        assert s3_server.faults.count("UploadPart") == 3
+        assert s3_server.faults.count("CompleteMultipartUpload") == 1
+
+
+def test_sse_aes256_is_requested_and_reported(s3_server: S3Server, s3_bucket: str) -> None:
+    sink = make_sink(s3_server, s3_bucket, sse="AES256")
+    with sink.open("enc.json.gz", META) as writer:
+        writer.write(b"x" * 100)
+        writer.commit()
+
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="enc.json.gz")
+    assert head["ServerSideEncryption"] == "AES256"
+    if s3_server.faults is not None:
+        (create,) = [r for r in s3_server.faults.requests if r.op == "CreateMultipartUpload"]
+        assert create.headers["x-amz-server-side-encryption"] == "AES256"
+        assert create.headers["content-type"] == "application/x-ndjson"
+
+
+def test_sse_kms_sends_the_key_id(s3_faults: Faults, s3_server: S3Server, s3_bucket: str) -> None:
+    key_id = "arn:aws:kms:us-east-1:111122223333:key/1234abcd"
+    sink = make_sink(s3_server, s3_bucket, sse="aws:kms", kms_key_id=key_id)
+    with sink.open("kms.json", META) as writer:
+        writer.write(b"{}\n")
+        writer.commit()
+
+    (create,) = [r for r in s3_faults.requests if r.op == "CreateMultipartUpload"]
+    assert create.headers["x-amz-server-side-encryption"] == "aws:kms"
+    assert create.headers["x-amz-server-side-encryption-aws-kms-key-id"] == key_id
+
+
+def test_describe_and_registration(s3_server: S3Server, s3_bucket: str) -> None:
+    (spec,) = siem_register_sinks()
+    assert (spec.name, spec.section) == ("s3", "s3")
+    options = Options(s3_server.sink_options(s3_bucket, prefix="acme/logs"), path=PATH)
+    sink = spec.factory(options)
+    assert isinstance(sink, Sink)
+    assert sink.describe() == f"s3://{s3_bucket}/acme/logs/"
+    sink.close()
+
+
+def test_factory_makes_no_network_calls(s3_faults: Faults, s3_server: S3Server) -> None:
+    make_sink(s3_server, "never-created-bucket", prefix="x")
+    unreachable = Options({"bucket": "bkt", "endpoint_url": "http://127.0.0.1:9"}, path=PATH)
+    S3Sink.from_options(unreachable)  # would fail if it connected
+    assert s3_faults.requests == []
+
+
+# --------------------------------------------------------------------------- abort paths
+
+
+def test_exception_inside_with_aborts(s3_server: S3Server, s3_bucket: str) -> None:
+    sink = make_sink(s3_server, s3_bucket, part_size=5 * MiB)
+
+    def ship() -> None:
+        with sink.open("x.json", META) as writer:
+            writer.write(os.urandom(6 * MiB))  # one part is already on the server
+            raise RuntimeError("formatter broke")
+
+    with pytest.raises(RuntimeError, match="formatter broke") as caught:
+        ship()
+    seen = len(s3_server.faults.requests) if s3_server.faults else 0
+    del caught  # its traceback holds the writer
+    gc.collect()  # the aborted writer, once collected, must not try to finish the upload
+    if s3_server.faults is not None:
+        assert len(s3_server.faults.requests) == seen
+
+    assert keys(s3_server, s3_bucket) == []
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+def test_abort_is_idempotent_and_harmless_after_commit(s3_server: S3Server, s3_bucket: str) -> None:
+    sink = make_sink(s3_server, s3_bucket)
+    writer = sink.open("a.json", META)
+    writer.write(b"data")
+    writer.abort()
+    writer.abort()
+    with pytest.raises(SinkError, match="aborted"):
+        writer.commit()
+    with pytest.raises(SinkError, match="aborted"):
+        writer.write(b"more")
+
+    done = sink.open("b.json", META)
+    done.write(b"kept")
+    done.commit()
+    done.abort()  # too late to matter: the object stays
+
+    assert keys(s3_server, s3_bucket) == ["b.json"]
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+def test_writer_dropped_without_commit_publishes_nothing(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    # Left alone, smart_open's io.IOBase.__del__ would *complete* the upload.
+    writer = make_sink(s3_server, s3_bucket).open("dropped.json", META)
+    writer.write(b"half an object")
+    del writer
+    gc.collect()
+
+    assert keys(s3_server, s3_bucket) == []
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+def test_open_aborts_uploads_left_by_a_killed_run(s3_server: S3Server, s3_bucket: str) -> None:
+    client = s3_server.client()
+    # What a SIGKILLed run leaves behind: an upload of the same key, never completed.
+    client.create_multipart_upload(Bucket=s3_bucket, Key="acme/k.json")
+    client.create_multipart_upload(Bucket=s3_bucket, Key="acme/k.json.other")
+    sink = make_sink(s3_server, s3_bucket, prefix="acme")
+    with sink.open("k.json", META) as writer:
+        # the stale one is gone; this open() started its own
+        assert sorted(open_uploads(s3_server, s3_bucket)) == ["acme/k.json", "acme/k.json.other"]
+        writer.write(b"retry")
+        writer.commit()
+
+    assert open_uploads(s3_server, s3_bucket) == ["acme/k.json.other"]  # not ours to abort
+    assert keys(s3_server, s3_bucket) == ["acme/k.json"]
+
+
+def test_no_permission_to_list_uploads_is_not_fatal(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(s3_server, s3_bucket)
+    s3_faults.fail_next(5, status=403, code="AccessDenied", op="ListMultipartUploads")
+    with caplog.at_level(logging.WARNING, logger="siem_plugins.builtin.s3"):
+        for name in ("a.json", "b.json"):
+            with sink.open(name, META) as writer:
+                writer.write(b"x")
+                writer.commit()
+
+    assert keys(s3_server, s3_bucket) == ["a.json", "b.json"]
+    assert s3_faults.count("ListMultipartUploads") == 1  # asked once, then left alone
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "AccessDenied" in warning
+    assert "lifecycle" in warning
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "code", "attempts", "permanent"),
+    [
+        ("CompleteMultipartUpload", 500, "InternalError", 2, False),
+        ("CompleteMultipartUpload", 403, "AccessDenied", 1, True),
+        ("UploadPart", 503, "SlowDown", 2, False),  # the last part is sent inside close()
+    ],
+)
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_failed_commit_leaves_no_upload_and_no_object(
+    s3_faults: Faults,
+    s3_server: S3Server,
+    s3_bucket: str,
+    op: str,
+    status: int,
+    code: str,
+    attempts: int,
+    permanent: bool,
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, prefix="acme", max_attempts=2)
+    writer = sink.open("r.json.gz", META)
+    assert isinstance(writer, S3ObjectWriter)
+    assert writer.upload_id is not None
+    writer.write(b"payload")
+    s3_faults.fail_next(10, status=status, code=code, op=op)
+
+    with pytest.raises(SinkError) as caught:
+        writer.commit()
+
+    err = caught.value
+    assert err.code == code
+    assert err.permanent is permanent
+    assert f"s3://{s3_bucket}/acme/r.json.gz" in str(err)
+    assert f"{code}: injected {code}" in str(err)
+    assert s3_faults.count(op) == attempts
+    assert s3_faults.count("AbortMultipartUpload") == 1
+    assert open_uploads(s3_server, s3_bucket) == []
+    assert keys(s3_server, s3_bucket) == []
+    writer.abort()  # already cleaned up: must neither raise nor send another abort
+    seen = len(s3_faults.requests)
+    del writer
+    gc.collect()  # smart_open's writer must not retry close() when collected
+    assert len(s3_faults.requests) == seen
+
+
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_failed_write_poisons_the_object(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, part_size=5 * MiB)
+    writer = sink.open("w.bin", META)
+    s3_faults.fail_next(1, status=403, code="AccessDenied", op="UploadPart")
+    with pytest.raises(SinkError, match="AccessDenied") as caught:
+        writer.write(os.urandom(6 * MiB))
+    assert caught.value.permanent
+    # Part of that chunk is buffered, part is lost: committing would corrupt the object.
+    with pytest.raises(SinkError, match="failed"):
+        writer.commit()
+    assert open_uploads(s3_server, s3_bucket) == []
+    assert keys(s3_server, s3_bucket) == []
+
+
+@pytest.mark.parametrize(("op", "body"), [("UploadPart", b"small"), ("PutObject", b"")])
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_slowdown_is_retried_and_the_object_lands_once(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, op: str, body: bytes
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, max_attempts=4)
+    s3_faults.fail_next(2, status=503, code="SlowDown", op=op)
+    with sink.open("slow.json", META) as writer:
+        writer.write(body)
+        receipt = writer.commit()
+
+    assert receipt.size == len(body)
+    assert s3_faults.injected(op) == 2
+    assert s3_faults.count(op) == 3
+    assert keys(s3_server, s3_bucket) == ["slow.json"]
+    got = s3_server.client().get_object(Bucket=s3_bucket, Key="slow.json")
+    assert got["Body"].read() == body
+    assert got["Metadata"]["siem-last-id"] == "250"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_dropped_connection_on_complete_is_retried(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, when: str
+) -> None:
+    # "after": the server completed the upload but the reply was lost; the retried
+    # CompleteMultipartUpload must still succeed (it does on S3, and on moto).
+    sink = make_sink(s3_server, s3_bucket)
+    s3_faults.reset_connection_next(1, when=when, op="CompleteMultipartUpload")  # type: ignore[arg-type]
+    with sink.open("drop.json", META) as writer:
+        writer.write(b"abc")
+        writer.commit()
+
+    assert s3_faults.count("CompleteMultipartUpload") == 2
+    got = s3_server.client().get_object(Bucket=s3_bucket, Key="drop.json")
+    assert got["Body"].read() == b"abc"
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_random_failures_are_absorbed_by_retries(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, max_attempts=10)
+    s3_faults.random_failure_rate(0.3, seed=7, status=500, code="InternalError")
+    for i in range(6):
+        with sink.open(f"r{i}.json", META) as writer:
+            writer.write(f"object {i}\n".encode())
+            writer.commit()
+    s3_faults.random_failure_rate(0)
+
+    assert s3_faults.injected() >= 3
+    assert keys(s3_server, s3_bucket) == [f"r{i}.json" for i in range(6)]
+    assert open_uploads(s3_server, s3_bucket) == []
+
+
+def test_access_denied_is_permanent_and_not_retried(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, prefix="acme")
+    s3_faults.fail_next(
+        5, status=403, code="AccessDenied", message="Access Denied", op="CreateMultipartUpload"
+    )
+    with pytest.raises(SinkError) as caught:
+        sink.open("k.json", META)
+
+    err = caught.value
+    assert err.permanent is True
+    assert str(err) == (f"s3://{s3_bucket}/acme/k.json: AccessDenied: Access Denied")
+    assert s3_faults.count("CreateMultipartUpload") == 1
+
+
+def test_unreachable_endpoint_fails_fast() -> None:
+    # smart_open would retry EndpointConnectionError itself, 6 times 10 s apart.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    table = {
+        "bucket": "bkt",
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "max_attempts": 1,
+        "access_key_id": "AKIA",
+        "secret_access_key": "s",  # short on purpose: must not be redacted out of words
+    }
+    sink = S3Sink.from_options(Options(table, path=PATH))
+    started = time.monotonic()
+    with pytest.raises(
+        SinkError, match=re.escape("s3://bkt/k.json: EndpointConnection: ")
+    ) as caught:
+        sink.open("k.json", META)
+    assert time.monotonic() - started < 5
+    assert caught.value.permanent is False
+
+
+def test_secret_is_redacted_from_error_text() -> None:
+    from botocore.exceptions import ClientError
+
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    echoed = {"Error": {"Code": "InvalidRequest", "Message": f"bad header {secret}"}}
+    err = to_sink_error(ClientError(echoed, "PutObject"), "s3://bkt/k", secret=secret)
+    assert str(err) == "s3://bkt/k: InvalidRequest: bad header ***"
+    assert err.permanent is False
+
+
+def test_missing_credentials_are_permanent(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    table = {"bucket": s3_bucket, "endpoint_url": s3_server.endpoint_url, "region": "us-east-1"}
+    sink = S3Sink.from_options(Options(table, path=PATH))  # the chain is consulted lazily
+    with pytest.raises(SinkError, match="probe write failed: NoCredentials: ") as caught:
+        sink.probe()
+    assert caught.value.permanent is True
+
+
+def test_missing_bucket_is_permanent(s3_server: S3Server) -> None:
+    bucket = f"siem-missing-{secrets.token_hex(4)}"
+    sink = make_sink(s3_server, bucket)
+    with pytest.raises(SinkError) as caught:
+        sink.open("k.json", META)
+    assert caught.value.permanent is True
+    assert caught.value.code == "NoSuchBucket"
+    assert f"s3://{bucket}/k.json" in str(caught.value)
+
+    with pytest.raises(SinkError, match="probe write failed: NoSuchBucket") as probed:
+        sink.probe()
+    assert probed.value.permanent is True
+    assert bucket in str(probed.value)
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def test_probe_writes_and_deletes(s3_server: S3Server, s3_bucket: str) -> None:
+    sink = make_sink(s3_server, s3_bucket, prefix="acme", sse="AES256")
+    sink.probe()
+
+    assert keys(s3_server, s3_bucket) == []
+    if s3_server.faults is not None:
+        (put,) = [r for r in s3_server.faults.requests if r.op == "PutObject"]
+        (delete,) = [r for r in s3_server.faults.requests if r.op == "DeleteObject"]
+        assert put.path.startswith(f"/{s3_bucket}/acme/.siem-plugins-probe-")
+        assert delete.path == put.path
+        assert put.headers["x-amz-server-side-encryption"] == "AES256"
+
+
+def test_probe_failures(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(s3_server, s3_bucket)
+    s3_faults.fail_next(1, status=403, code="AccessDenied", op="PutObject")
+    with pytest.raises(SinkError, match=rf"s3://{s3_bucket}/\.siem-plugins-probe-\w+: probe"):
+        sink.probe()
+
+    # Shipping never deletes, so a policy without s3:DeleteObject only earns a warning.
+    s3_faults.fail_next(1, status=403, code="AccessDenied", op="DeleteObject")
+    with caplog.at_level(logging.WARNING, logger="siem_plugins.builtin.s3"):
+        sink.probe()
+    (left,) = keys(s3_server, s3_bucket)
+    assert left.startswith(".siem-plugins-probe-")
+    assert any(left in r.getMessage() and "AccessDenied" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_secret_key_never_reaches_errors_or_logs(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = f"SiemSecret{secrets.token_hex(12)}"
+    caplog.set_level(logging.DEBUG)
+    for name in ("botocore", "boto3", "urllib3", "smart_open", "siem_plugins"):
+        caplog.set_level(logging.DEBUG, logger=name)
+
+    sink = make_sink(
+        s3_server, s3_bucket, access_key_id="AKIASIEMTEST", secret_access_key=secret, max_attempts=2
+    )
+    with sink.open("ok.json", META) as writer:
+        writer.write(b"fine")
+        writer.commit()
+    writer = sink.open("bad.json", META)
+    writer.write(b"doomed")
+    s3_faults.fail_next(
+        5,
+        status=403,
+        code="SignatureDoesNotMatch",
+        message="The request signature we calculated does not match",
+    )
+    with pytest.raises(SinkError) as caught:
+        writer.commit()
+
+    assert caught.value.permanent is True
+    texts = [str(caught.value), repr(caught.value), repr(sink), repr(sink.settings)]
+    texts += [record.getMessage() for record in caplog.records]
+    # The capture must really include botocore's request-level debug output.
+    assert any(r.name.startswith("botocore") and r.levelno == logging.DEBUG for r in caplog.records)
+    assert any("AKIASIEMTEST" in text for text in texts)  # the key id is not secret
+    assert not [text for text in texts if secret in text]
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    ("table", "where", "message"),
+    [
+        ({}, "bucket", "missing required setting"),
+        ({"bucket": "s3://logs/acme"}, "bucket", "expected a bucket name"),
+        ({"bucket": "a"}, "bucket", "not a valid bucket name"),
+        ({"bucket": "bkt", "prefix": "../up"}, "prefix", "without '..'"),
+        ({"bucket": "bkt", "prefix": "/abs"}, "prefix", "relative"),
+        ({"bucket": "bkt", "prefix": "a\nb"}, "prefix", "control characters"),
+        ({"bucket": "bkt", "prefix": 7}, "prefix", "expected a string"),
+        ({"bucket": "bkt", "access_key_id": "AKIA"}, "secret_access_key", "required when"),
+        ({"bucket": "bkt", "secret_access_key": "s3cr3t"}, "access_key_id", "required when"),
+        ({"bucket": "bkt", "session_token": "tok"}, "session_token", "only valid with"),
+        (
+            {"bucket": "bkt", "profile": "p", "access_key_id": "A", "secret_access_key": "S"},
+            "profile",
+            "not both",
+        ),
+        ({"bucket": "bkt", "sse": "DES"}, "sse", "choose one of: AES256, aws:kms"),
+        ({"bucket": "bkt", "sse": "AES256", "kms_key_id": "k"}, "kms_key_id", "aws:kms"),
+        ({"bucket": "bkt", "part_size": 1024}, "part_size", f"at least {5 * MiB}"),
+        ({"bucket": "bkt", "max_attempts": 0}, "max_attempts", "at least 1"),
+        ({"bucket": "bkt", "retry_mode": "legacy"}, "retry_mode", "choose one of"),
+        ({"bucket": "bkt", "connect_timeout": 0}, "connect_timeout", "more than 0"),
+        ({"bucket": "bkt", "read_timeout": "60"}, "read_timeout", "expected a number"),
+        ({"bucket": "bkt", "endpoint_url": "ftp://x"}, "endpoint_url", "http(s)://"),
+    ],
+)
+def test_bad_options_are_located(table: dict[str, Any], where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        S3Sink.from_options(Options(table, path=PATH, file=FILE))
+    assert caught.value.path == f"{PATH}.{where}"
+    assert str(caught.value).startswith(f"{FILE}: {PATH}.{where}: ")
+    assert message in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_unknown_profile_is_a_config_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "aws-config"
+    config.write_text("[profile other]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match=re.escape(f"{FILE}: {PATH}.profile: ") + ".*siem-nope"):
+        S3Sink.from_options(
+            Options({"bucket": "bkt", "profile": "siem-nope"}, path=PATH, file=FILE)
+        )
+
+
+def test_defaults_and_shared_section() -> None:
+    options = Options(
+        {"bucket": "logs", "prefix": "acme"},
+        path=PATH,
+        file=FILE,
+        defaults=[("s3", {"region": "eu-west-1", "part_size": 16 * MiB, "sse": "AES256"})],
+    )
+    sink = S3Sink.from_options(options)
+    settings = sink.settings
+    assert (settings.bucket, settings.prefix, settings.region) == ("logs", "acme/", "eu-west-1")
+    assert (settings.part_size, settings.sse, settings.kms_key_id) == (16 * MiB, "AES256", None)
+    assert (settings.max_attempts, settings.retry_mode) == (8, "standard")
+    assert (settings.connect_timeout, settings.read_timeout) == (10.0, 60.0)
+    assert settings.part_size != DEFAULT_PART_SIZE == 8 * MiB
+    config = sink.client.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 8}
+    assert (config.connect_timeout, config.read_timeout) == (10.0, 60.0)
+
+    bad = Options({"bucket": "logs"}, path=PATH, file=FILE, defaults=[("s3", {"sse": "x"})])
+    with pytest.raises(ConfigError, match=r"^siem\.toml: s3\.sse: unknown value"):
+        S3Sink.from_options(bad)
+
+
+def _fields(meta: ObjectMeta) -> dict[str, Any]:
+    return {name: getattr(meta, name) for name in ObjectMeta.__dataclass_fields__}
