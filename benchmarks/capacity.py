@@ -48,8 +48,11 @@ def fresh_schema(name: str) -> str:
 
 def timed_sync(config: Path) -> float:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "siem_plugins", "sync", "-c", str(config),
-                           "--no-progress"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "siem_plugins", "sync", "-c", str(config), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -58,14 +61,16 @@ def timed_sync(config: Path) -> float:
 
 def startup() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "siem_plugins", "--version"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "siem_plugins", "--version"], check=True, capture_output=True
+    )
     return time.perf_counter() - started
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--integrations", type=int, default=200)
     args = parser.parse_args()
@@ -80,8 +85,9 @@ def main() -> None:
         ingest = args.events / (time.perf_counter() - t)
         store.close()
         cfg = work / "a.toml"
-        cfg.write_text(f'[store]\nurl = "{url}"\n' + INTEGRATION.format(name="acme",
-                                                                           out=work / "a"))
+        cfg.write_text(
+            f'[store]\nurl = "{url}"\n' + INTEGRATION.format(name="acme", out=work / "a")
+        )
         elapsed = timed_sync(cfg)
         rate = args.events / (elapsed - base)
 
@@ -98,10 +104,14 @@ def main() -> None:
         per_sync = (timed_sync(cfg) - base) / args.integrations
         print(f"process start-up: {base * 1000:.0f} ms")
         print(f"COPY ingest (one writer): {ingest:,.0f} events/s")
-        print(f"sync throughput (one process, {args.events:,} events, JSON+gzip, local sink): "
-              f"{rate:,.0f} events/s")
-        print(f"fixed cost per sync ({args.integrations} integrations x 20 events): "
-              f"{per_sync * 1000:.1f} ms")
+        print(
+            f"sync throughput (one process, {args.events:,} events, JSON+gzip, local sink): "
+            f"{rate:,.0f} events/s"
+        )
+        print(
+            f"fixed cost per sync ({args.integrations} integrations x 20 events): "
+            f"{per_sync * 1000:.1f} ms"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         with psycopg.connect(BASE, autocommit=True) as conn:

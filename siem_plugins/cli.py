@@ -23,7 +23,8 @@ log = logging.getLogger("siem_plugins.cli")
 
 EPILOG = """\
 configuration: siem.toml in the current folder, or -c FILE, or $SIEM_CONFIG.
-  Reference: docs/configuration.md. Secrets come from the environment: password = "${SMTP_PASSWORD}".
+  Reference: docs/configuration.md. Secrets come from the environment:
+  password = "${SMTP_PASSWORD}".
 plugins: built-ins, installed packages (entry point group siem_plugins), then *.py files in
   the plugins folder (hooks/ by default). SIEM_DISABLED_PLUGINS=a,b skips plugins before import;
   SIEM_TRACE_PLUGINS=1 logs every hook call.
@@ -43,16 +44,21 @@ def _config(args: argparse.Namespace, *, required: bool = True) -> Config | None
     if not path.exists() and not args.config and not required:
         return None
     if not path.exists() and not args.config:
-        raise ConfigError(f"no config file ({path}); write one (docs/configuration.md) or pass "
-                          "-c FILE; `siem-plugins demo` shows a sync without one")
+        raise ConfigError(
+            f"no config file ({path}); write one (docs/configuration.md) or pass "
+            "-c FILE; `siem-plugins demo` shows a sync without one"
+        )
     cfg = load_config(path)
     REDACTOR.add(cfg.secrets)
     return cfg
 
 
 def _host(args: argparse.Namespace, cfg: Config | None) -> PluginHost:
-    plugins_dir = Path(args.plugins_dir) if args.plugins_dir else (
-        cfg.plugins_dir if cfg and cfg.plugins_dir else Path("hooks"))
+    plugins_dir = (
+        Path(args.plugins_dir)
+        if args.plugins_dir
+        else (cfg.plugins_dir if cfg and cfg.plugins_dir else Path("hooks"))
+    )
     return create_host(plugins_dir)
 
 
@@ -75,13 +81,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     host = _host(args, cfg)
     rows: list[dict[str, Any]] = []
     for info in host.plugins.values():
-        rows.append({
-            "name": info.name,
-            "origin": info.origin,
-            "version": info.version,
-            "provides": [{"kind": k, "name": n} for k, n in info.provides],
-            "hooks": info.hooks,
-        })
+        rows.append(
+            {
+                "name": info.name,
+                "origin": info.origin,
+                "version": info.version,
+                "provides": [{"kind": k, "name": n} for k, n in info.provides],
+                "hooks": info.hooks,
+            }
+        )
     failures = [{"name": f.name, "origin": f.origin, "error": f.error} for f in host.failures]
     if args.json:
         print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
@@ -165,8 +173,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _progress_columns() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("events"), TimeElapsedColumn(), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeElapsedColumn(),
+        transient=True,
+    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -199,11 +213,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
                         tasks[integ.name] = progress.add_task(integ.name, total=backlog)
                     result = pipeline.sync(integ, catch_up=not args.one_object)
                     status = "ok" if result.ok else "FAILED"
-                    print(f"{integ.name}: {status}: {len(result.objects)} objects, "
-                          f"{result.events} events, {len(result.digests)} digests")
+                    print(
+                        f"{integ.name}: {status}: {len(result.objects)} objects, "
+                        f"{result.events} events, {len(result.digests)} digests"
+                    )
                     for receipt in result.objects:
-                        print(f"  {receipt.location}  ({receipt.meta.count} events, "
-                              f"{receipt.size} bytes)")
+                        print(
+                            f"  {receipt.location}  ({receipt.meta.count} events, "
+                            f"{receipt.size} bytes)"
+                        )
                     for err in result.errors.values():
                         print(f"  error: {err}", file=sys.stderr)
                     failed += not result.ok
@@ -237,8 +255,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _runtime(args, cfg) as rt:
         sched = Scheduler(rt, interval=interval)
         sched.install_signal_handlers()
-        log.info("running %d integrations every %.0fs (Ctrl-C or SIGTERM stops cleanly)",
-                 len(rt.enabled()), sched.interval)
+        log.info(
+            "running %d integrations every %.0fs (Ctrl-C or SIGTERM stops cleanly)",
+            len(rt.enabled()),
+            sched.interval,
+        )
         sched.run(max_cycles=args.cycles)
     return 0
 
@@ -263,8 +284,11 @@ def cmd_store(args: argparse.Namespace) -> int:
 
         if args.action == "migrate":
             applied = migrate(url)
-            print(f"{_safe_url(url)}: applied migrations {applied}" if applied
-                  else f"{_safe_url(url)}: up to date")
+            print(
+                f"{_safe_url(url)}: applied migrations {applied}"
+                if applied
+                else f"{_safe_url(url)}: up to date"
+            )
         with connect(url) as conn:
             print(f"schema version {schema_version(conn)} (this release: {SCHEMA_VERSION})")
         return 0
@@ -291,8 +315,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     with _runtime(args, cfg) as rt:
         for integ in rt.integrations:
             state = "enabled" if integ.config.enabled else "disabled"
-            print(f"{integ.name} ({state}, account {integ.config.account}, "
-                  f"{integ.config.format_name})")
+            print(
+                f"{integ.name} ({state}, account {integ.config.account}, "
+                f"{integ.config.format_name})"
+            )
             if args.no_probe:
                 continue
             for label, part in (("sink", integ.sink), ("notifier", integ.notifier)):
@@ -328,13 +354,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "store": {"url": f"sqlite:///{store_path}"},
         "integration": [
             {
-                "name": f"{account}-{fmt}", "account": account, "format": fmt,
+                "name": f"{account}-{fmt}",
+                "account": account,
+                "format": fmt,
                 "sink": {"type": "local", "path": str(root / "bucket")},
-                "notify": {"type": "outbox", "path": str(root / "outbox"),
-                           "from": "siem@example.com", "to": [f"admins@{account}.example"],
-                           "events": ["exempt_all", "threat_detected", "config"]},
+                "notify": {
+                    "type": "outbox",
+                    "path": str(root / "outbox"),
+                    "from": "siem@example.com",
+                    "to": [f"admins@{account}.example"],
+                    "events": ["exempt_all", "threat_detected", "config"],
+                },
             }
-            for account in accounts for fmt in ("json", "syslog")
+            for account in accounts
+            for fmt in ("json", "syslog")
         ],
     }
     cfg = config_from_dict(raw, file="<demo>")
@@ -344,9 +377,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for integ in rt.enabled():
             result = pipeline.sync(integ)
             failed += not result.ok
-            print(f"{integ.name}: {len(result.objects)} objects, {result.events} events, "
-                  f"{sum(d.total for d in result.digests)} selected events in "
-                  f"{len(result.digests)} digest(s)")
+            print(
+                f"{integ.name}: {len(result.objects)} objects, {result.events} events, "
+                f"{sum(d.total for d in result.digests)} selected events in "
+                f"{len(result.digests)} digest(s)"
+            )
             for err in result.errors.values():
                 print(f"  error: {err}", file=sys.stderr)
     print(f"\nobjects under {root / 'bucket'}:")
@@ -372,93 +407,167 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siem-plugins",
         description="Ship MetaDefender IT Access device and account events to S3 (JSON or "
-                    "SYSLOG) every 5 minutes, and email admins about the event types they chose.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "SYSLOG) every 5 minutes, and email admins about the event types they chose.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"siem-plugins {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE",
-                        help="config file (default: ./siem.toml or $SIEM_CONFIG)")
-    common.add_argument("--plugins-dir", metavar="DIR",
-                        help="drop-in plugin folder (default: plugins_dir from the config, "
-                             "else ./hooks)")
-    common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more logging: -v our debug messages, -vv everything")
+    common.add_argument(
+        "-c", "--config", metavar="FILE", help="config file (default: ./siem.toml or $SIEM_CONFIG)"
+    )
+    common.add_argument(
+        "--plugins-dir",
+        metavar="DIR",
+        help="drop-in plugin folder (default: plugins_dir from the config, else ./hooks)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging: -v our debug messages, -vv everything",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", parents=[common], help="sync every integration every interval",
-                       description="Sync every enabled integration every interval (default 5 "
-                       "minutes) until SIGTERM/SIGINT. Each sync catches up the backlog.")
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="sync every integration every interval",
+        description="Sync every enabled integration every interval (default 5 "
+        "minutes) until SIGTERM/SIGINT. Each sync catches up the backlog.",
+    )
     p.add_argument("--interval", help="override the interval: seconds or 30s / 5m / 1h")
-    p.add_argument("--executor", choices=("local", "celery"), default="local",
-                   help="local: sync in this process (default); celery: enqueue one task per "
-                        "integration per interval for `siem-plugins worker` processes")
+    p.add_argument(
+        "--executor",
+        choices=("local", "celery"),
+        default="local",
+        help="local: sync in this process (default); celery: enqueue one task per "
+        "integration per interval for `siem-plugins worker` processes",
+    )
     p.add_argument("--cycles", type=int, help=argparse.SUPPRESS)  # tests: stop after N ticks
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("worker", parents=[common], help="run a Celery worker (scale-out)",
-                       description="Run a Celery worker that executes the sync tasks `run "
-                       "--executor celery` enqueues. Needs [celery] broker_url and the "
-                       "PostgreSQL store; at most one sync per integration runs fleet-wide.")
+    p = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run a Celery worker (scale-out)",
+        description="Run a Celery worker that executes the sync tasks `run "
+        "--executor celery` enqueues. Needs [celery] broker_url and the "
+        "PostgreSQL store; at most one sync per integration runs fleet-wide.",
+    )
     p.add_argument("--concurrency", type=int, default=2, help="sync processes (default 2)")
-    p.add_argument("--pool", default="prefork", choices=("prefork", "threads", "solo"),
-                   help="Celery pool (default prefork)")
+    p.add_argument(
+        "--pool",
+        default="prefork",
+        choices=("prefork", "threads", "solo"),
+        help="Celery pool (default prefork)",
+    )
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("store", parents=[common], help="manage the event store's schema",
-                       description="`store migrate` applies the PostgreSQL schema migrations "
-                       "(idempotent, safe to run from several processes); `store status` shows "
-                       "the schema version.")
+    p = sub.add_parser(
+        "store",
+        parents=[common],
+        help="manage the event store's schema",
+        description="`store migrate` applies the PostgreSQL schema migrations "
+        "(idempotent, safe to run from several processes); `store status` shows "
+        "the schema version.",
+    )
     p.add_argument("action", choices=("migrate", "status"))
     p.add_argument("--store", metavar="URL", help="store URL (default: [store] url)")
     p.set_defaults(func=cmd_store)
 
-    p = sub.add_parser("sync", parents=[common], help="sync once and exit",
-                       description="Catch up the whole backlog once, in objects capped by "
-                       "max_events / max_bytes, then exit: 1 if any integration failed.")
-    p.add_argument("--once", action="store_true", default=True,
-                   help="sync once and exit (the default; kept for clarity)")
-    p.add_argument("-i", "--integration", action="append", metavar="NAME",
-                   help="only this integration (repeatable; may name a disabled one)")
-    p.add_argument("--one-object", action="store_true",
-                   help="write at most one object per integration instead of catching up")
+    p = sub.add_parser(
+        "sync",
+        parents=[common],
+        help="sync once and exit",
+        description="Catch up the whole backlog once, in objects capped by "
+        "max_events / max_bytes, then exit: 1 if any integration failed.",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        default=True,
+        help="sync once and exit (the default; kept for clarity)",
+    )
+    p.add_argument(
+        "-i",
+        "--integration",
+        action="append",
+        metavar="NAME",
+        help="only this integration (repeatable; may name a disabled one)",
+    )
+    p.add_argument(
+        "--one-object",
+        action="store_true",
+        help="write at most one object per integration instead of catching up",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sync)
 
-    p = sub.add_parser("ingest", parents=[common], help="load NDJSON events into the store",
-                       description="Validate NDJSON events (one per line, the documented JSON "
-                       "shape) and store the good ones. Each bad line is reported as "
-                       "file:line: field: reason. Exit 1 if any line was rejected.")
+    p = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="load NDJSON events into the store",
+        description="Validate NDJSON events (one per line, the documented JSON "
+        "shape) and store the good ones. Each bad line is reported as "
+        "file:line: field: reason. Exit 1 if any line was rejected.",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="NDJSON file, or - for stdin")
-    p.add_argument("--account", default="default", help="the account (tenant) the events "
-                   "belong to (default: default)")
-    p.add_argument("--store", metavar="URL", help="store URL (default: [store] url of the "
-                   "config, else sqlite:///siem.db)")
+    p.add_argument(
+        "--account",
+        default="default",
+        help="the account (tenant) the events belong to (default: default)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL (default: [store] url of the config, else sqlite:///siem.db)",
+    )
     p.add_argument("--rejects", metavar="FILE", help="copy rejected lines verbatim to FILE")
-    p.add_argument("--max-errors", type=int, default=50, metavar="N",
-                   help="print at most N rejections (default 50)")
+    p.add_argument(
+        "--max-errors",
+        type=int,
+        default=50,
+        metavar="N",
+        help="print at most N rejections (default 50)",
+    )
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("check", parents=[common], help="validate the config, probe destinations",
-                       description="Validate the config, then probe each integration's sink "
-                       "(write and delete a probe object) and notifier (connect, log in).")
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate the config, probe destinations",
+        description="Validate the config, then probe each integration's sink "
+        "(write and delete a probe object) and notifier (connect, log in).",
+    )
     p.add_argument("--no-probe", action="store_true", help="validate only")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the config as loaded, secrets redacted")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the config as loaded, secrets redacted"
+    )
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("plugins", parents=[common], help="list plugins and what they provide",
-                       description="List every loaded plugin: what it provides, where it came "
-                       "from, the hooks it implements; and the plugins that failed to load.")
+    p = sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list plugins and what they provide",
+        description="List every loaded plugin: what it provides, where it came "
+        "from, the hooks it implements; and the plugins that failed to load.",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("demo", parents=[common], help="generate events and sync them locally",
-                       description="Generate realistic device and account events into a fresh "
-                       "SQLite store, sync them to a local folder in JSON and SYSLOG, write the "
-                       "email digests to an outbox folder, and list what was written.")
-    p.add_argument("--dir", default="siem-demo", help="working folder (default: siem-demo; "
-                   "emptied first)")
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="generate events and sync them locally",
+        description="Generate realistic device and account events into a fresh "
+        "SQLite store, sync them to a local folder in JSON and SYSLOG, write the "
+        "email digests to an outbox folder, and list what was written.",
+    )
+    p.add_argument(
+        "--dir", default="siem-demo", help="working folder (default: siem-demo; emptied first)"
+    )
     p.add_argument("--events", type=int, default=2000, help="events per account (default 2000)")
     p.set_defaults(func=cmd_demo)
     return parser

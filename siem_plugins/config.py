@@ -35,8 +35,15 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*\Z")
 _SIZE_RE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*\Z", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
-               "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
 _TOP_KEYS = {"interval", "plugins_dir", "max_workers", "store", "integration", "celery"}
 
 
@@ -87,9 +94,12 @@ class Config:
     def check_sections(self, known: set[str]) -> None:
         """Reject top-level tables that no loaded plugin declares (typos like ``[smpt]``)."""
         for key in sorted(set(self.data) - _TOP_KEYS - known):
-            raise ConfigError(f"unknown section [{key}]; sections known to the loaded plugins: "
-                              f"{', '.join(sorted(known | {'store'})) or 'none'}",
-                              file=self.file, path=key)
+            raise ConfigError(
+                f"unknown section [{key}]; sections known to the loaded plugins: "
+                f"{', '.join(sorted(known | {'store'})) or 'none'}",
+                file=self.file,
+                path=key,
+            )
 
     def integration(self, name: str) -> IntegrationConfig:
         for integ in self.integrations:
@@ -109,15 +119,17 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
-def interpolate(value: Any, path: str, file: str, environ: Mapping[str, str],
-                secrets: list[str]) -> Any:
+def interpolate(
+    value: Any, path: str, file: str, environ: Mapping[str, str], secrets: list[str]
+) -> Any:
     """Replace ``${NAME}`` in every string; values under secret keys become :class:`Secret`."""
     if isinstance(value, dict):
-        return {k: interpolate(v, f"{path}.{k}" if path else k, file, environ, secrets)
-                for k, v in value.items()}
+        return {
+            k: interpolate(v, f"{path}.{k}" if path else k, file, environ, secrets)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [interpolate(v, f"{path}[{i}]", file, environ, secrets)
-                for i, v in enumerate(value)]
+        return [interpolate(v, f"{path}[{i}]", file, environ, secrets) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -141,14 +153,15 @@ def interpolate(value: Any, path: str, file: str, environ: Mapping[str, str],
 def parse_duration(value: Any, opts: Options, key: str) -> float:
     """Seconds from a number or a string such as ``"5m"``, ``"30s"``, ``"1h"``."""
     if isinstance(value, bool):
-        raise opts.error(key, "expected a duration such as 300, \"30s\", \"5m\" or \"1h\"")
+        raise opts.error(key, 'expected a duration such as 300, "30s", "5m" or "1h"')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
     else:
-        raise opts.error(key, f"expected a duration such as 300, \"30s\", \"5m\" or \"1h\", "
-                         f"got {value!r}")
+        raise opts.error(
+            key, f'expected a duration such as 300, "30s", "5m" or "1h", got {value!r}'
+        )
     if seconds < 1:
         raise opts.error(key, f"must be at least 1 second, got {value!r}")
     return seconds
@@ -160,7 +173,7 @@ def parse_size(value: Any, opts: Options, key: str) -> int:
     elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
         size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
     else:
-        raise opts.error(key, f"expected a size such as 67108864 or \"64 MiB\", got {value!r}")
+        raise opts.error(key, f'expected a size such as 67108864 or "64 MiB", got {value!r}')
     if size < 1024:
         raise opts.error(key, f"must be at least 1 KiB, got {value!r}")
     return size
@@ -186,8 +199,13 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     return config_from_dict(raw, file=file, base=path.parent, environ=environ)
 
 
-def config_from_dict(raw: Mapping[str, Any], *, file: str = "siem.toml", base: Path | None = None,
-                     environ: Mapping[str, str] | None = None) -> Config:
+def config_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    file: str = "siem.toml",
+    base: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     secrets: list[str] = []
     data = interpolate(dict(raw), "", file, os.environ if environ is None else environ, secrets)
     top = Options(data, file=file, ignore=())
@@ -211,8 +229,11 @@ def config_from_dict(raw: Mapping[str, Any], *, file: str = "siem.toml", base: P
     # third party's); they are checked against the loaded plugins in Config.check_sections.
     for key in sorted(set(data) - _TOP_KEYS):
         if not isinstance(data[key], Mapping):
-            raise top.error(key, f"unknown setting {key!r} (top-level settings: "
-                            f"{', '.join(sorted(_TOP_KEYS))}, and plugin sections such as [smtp])")
+            raise top.error(
+                key,
+                f"unknown setting {key!r} (top-level settings: "
+                f"{', '.join(sorted(_TOP_KEYS))}, and plugin sections such as [smtp])",
+            )
 
     tables = data.get("integration", [])
     if not isinstance(tables, list):
@@ -222,38 +243,44 @@ def config_from_dict(raw: Mapping[str, Any], *, file: str = "siem.toml", base: P
     for i, table in enumerate(tables):
         integ = _integration(i, table, data, file, known_types)
         if integ.name in seen:
-            raise ConfigError(f"duplicate integration name {integ.name!r} (also "
-                              f"integration[{seen[integ.name]}])", file=file,
-                              path=f"integration[{i}].name")
+            raise ConfigError(
+                f"duplicate integration name {integ.name!r} (also integration[{seen[integ.name]}])",
+                file=file,
+                path=f"integration[{i}].name",
+            )
         seen[integ.name] = i
         cfg.integrations.append(integ)
     return cfg
 
 
-def _component(value: Any, path: str, file: str, what: str,
-               default_type: str | None = None) -> tuple[str, Mapping[str, Any]]:
+def _component(
+    value: Any, path: str, file: str, what: str, default_type: str | None = None
+) -> tuple[str, Mapping[str, Any]]:
     """A component setting: ``"name"`` or a table with ``type`` and options."""
     if isinstance(value, str):
         return value, {}
     if isinstance(value, Mapping):
         kind = value.get("type", default_type)
         if not isinstance(kind, str):
-            raise ConfigError(f"missing {what} type (e.g. type = \"...\")", file=file,
-                              path=f"{path}.type")
+            raise ConfigError(
+                f'missing {what} type (e.g. type = "...")', file=file, path=f"{path}.type"
+            )
         return kind, value
     raise ConfigError(f"expected a {what} name or a table", file=file, path=path)
 
 
-def _integration(i: int, table: Any, data: Mapping[str, Any], file: str,
-                 known_types: frozenset[str]) -> IntegrationConfig:
+def _integration(
+    i: int, table: Any, data: Mapping[str, Any], file: str, known_types: frozenset[str]
+) -> IntegrationConfig:
     path = f"integration[{i}]"
     if not isinstance(table, Mapping):
         raise ConfigError("expected a table", file=file, path=path)
     opts = Options(table, path=path, file=file, ignore=("format", "sink", "notify"))
     name = opts.string("name", required=True)
     if not _NAME_RE.match(name):
-        raise opts.error("name", f"invalid integration name {name!r}: use 1-64 letters, "
-                         "digits, '.', '_' or '-'")
+        raise opts.error(
+            "name", f"invalid integration name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
     account = opts.string("account", name)
     try:
         check_account(account)
@@ -267,33 +294,50 @@ def _integration(i: int, table: Any, data: Mapping[str, Any], file: str,
     batch_size = opts.integer("batch_size", DEFAULT_BATCH, min=1, max=1_000_000)
 
     if "format" not in table:
-        raise opts.error("format", "missing required setting (\"json\" or \"syslog\")")
+        raise opts.error("format", 'missing required setting ("json" or "syslog")')
     fmt_name, fmt_table = _component(table["format"], f"{path}.format", file, "format")
     if "sink" not in table:
-        raise opts.error("sink", "missing required table [integration.sink] (type = \"s3\" ...)")
+        raise opts.error("sink", 'missing required table [integration.sink] (type = "s3" ...)')
     sink_name, sink_table = _component(table["sink"], f"{path}.sink", file, "sink")
     if "notify" not in table:
-        raise opts.error("notify", "missing required table [integration.notify]: select at "
-                         "least one event type that triggers an email")
-    notify_name, notify_table = _component(table["notify"], f"{path}.notify", file, "notifier",
-                                           default_type="email")
+        raise opts.error(
+            "notify",
+            "missing required table [integration.notify]: select at "
+            "least one event type that triggers an email",
+        )
+    notify_name, notify_table = _component(
+        table["notify"], f"{path}.notify", file, "notifier", default_type="email"
+    )
     notify_opts = Options(notify_table, path=f"{path}.notify", file=file, ignore=("type", "events"))
     events = notify_opts.strings("events", required=True) or []
     if not events:
-        raise notify_opts.error("events", "select at least one event type (log type) that "
-                                "triggers a notification")
+        raise notify_opts.error(
+            "events", "select at least one event type (log type) that triggers a notification"
+        )
     for j, ev in enumerate(events):
         if ev not in known_types:
-            raise ConfigError(f"unknown log type {ev!r}; known: {', '.join(sorted(known_types))} "
-                              "(add custom ones with [store] log_types)", file=file,
-                              path=f"{path}.notify.events[{j}]")
+            raise ConfigError(
+                f"unknown log type {ev!r}; known: {', '.join(sorted(known_types))} "
+                "(add custom ones with [store] log_types)",
+                file=file,
+                path=f"{path}.notify.events[{j}]",
+            )
     opts.finish()
     return IntegrationConfig(
-        index=i, name=name, account=account, enabled=enabled,
-        format_name=fmt_name, format_table=fmt_table,
-        compression=compression, compression_level=level,
-        max_events=max_events, max_bytes=max_bytes, batch_size=batch_size,
-        sink_name=sink_name, sink_table=sink_table,
+        index=i,
+        name=name,
+        account=account,
+        enabled=enabled,
+        format_name=fmt_name,
+        format_table=fmt_table,
+        compression=compression,
+        compression_level=level,
+        max_events=max_events,
+        max_bytes=max_bytes,
+        batch_size=batch_size,
+        sink_name=sink_name,
+        sink_table=sink_table,
         notify_events=frozenset(events),
-        notifier_name=notify_name, notify_table=notify_table,
+        notifier_name=notify_name,
+        notify_table=notify_table,
     )

@@ -21,21 +21,22 @@ def is_postgres(url: str) -> bool:
 def sqlite_path(url: str) -> Path:
     """The file of a ``sqlite://`` URL (or a plain path)."""
     if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):])
+        return Path(url[len("sqlite:///") :])
     if url.startswith("sqlite://"):
-        raise ValueError(f"unsupported SQLite URL {url!r}: use sqlite:///relative.db or "
-                         "sqlite:////absolute.db")
+        raise ValueError(
+            f"unsupported SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
+        )
     if "://" in url:
         scheme = url.split("://", 1)[0]
-        raise ValueError(f"unsupported store URL scheme {scheme!r} (supported: sqlite, "
-                         "postgresql)")
+        raise ValueError(f"unsupported store URL scheme {scheme!r} (supported: sqlite, postgresql)")
     return Path(url)
 
 
 def connect_sqlite(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                           check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")

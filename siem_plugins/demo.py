@@ -11,16 +11,61 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-_FIRST = ("Cuong", "Phuong", "Wilfred", "Nicholas", "Christy", "Amélie", "Jürgen", "Søren",
-          "Zoë", "Nguyễn", "Aiko", "Mateo", "Olga", "Priya", "Kwame", "Lucía")
-_LAST = ("Ba", "Hoeger", "Roob", "Stokes", "Weekly", "Müller", "Tanaka", "García", "Kowalski",
-         "Okafor", "Ivanova", "Sharma", "Trần", "O'Brien", "Lefèvre", "Andersson")
+_FIRST = (
+    "Cuong",
+    "Phuong",
+    "Wilfred",
+    "Nicholas",
+    "Christy",
+    "Amélie",
+    "Jürgen",
+    "Søren",
+    "Zoë",
+    "Nguyễn",
+    "Aiko",
+    "Mateo",
+    "Olga",
+    "Priya",
+    "Kwame",
+    "Lucía",
+)
+_LAST = (
+    "Ba",
+    "Hoeger",
+    "Roob",
+    "Stokes",
+    "Weekly",
+    "Müller",
+    "Tanaka",
+    "García",
+    "Kowalski",
+    "Okafor",
+    "Ivanova",
+    "Sharma",
+    "Trần",
+    "O'Brien",
+    "Lefèvre",
+    "Andersson",
+)
 _GROUPS = ("Default", "Engineering", "Finance", "Sales", "Remote Workers", "Kiosks")
-_SETTINGS = ("Settings - Integrations - SIEM Integration ", "Settings - Policies - Compliance",
-             "Settings - Users - Roles", "Settings - Notifications", "Settings - API Keys")
+_SETTINGS = (
+    "Settings - Integrations - SIEM Integration ",
+    "Settings - Policies - Compliance",
+    "Settings - Users - Roles",
+    "Settings - Notifications",
+    "Settings - API Keys",
+)
 
-DEVICE_TYPES = ("added", "removed", "exempt", "exempt_all", "unexempt", "compliant",
-                "non_compliant", "threat_detected")
+DEVICE_TYPES = (
+    "added",
+    "removed",
+    "exempt",
+    "exempt_all",
+    "unexempt",
+    "compliant",
+    "non_compliant",
+    "threat_detected",
+)
 ACCOUNT_TYPES = ("config", "login", "logout", "admin_added", "policy_changed")
 
 
@@ -45,9 +90,20 @@ def device_event(rng: random.Random, t: datetime) -> dict[str, Any]:
         "exempt_all": f"Device {name} was exempted by {admin}({email})24 hour(s)",
         "unexempt": f"Device {name} was unexempted by {admin}({email})",
         "compliant": f"Device {name} is compliant with policy {rng.choice(_GROUPS)}",
-        "non_compliant": f"Device {name} failed checks: " + ", ".join(
-            rng.sample(["Antivirus", "Firewall", "Disk Encryption", "Patch Level",
-                        "Screen Lock", "Password Policy"], rng.randrange(1, 4))),
+        "non_compliant": f"Device {name} failed checks: "
+        + ", ".join(
+            rng.sample(
+                [
+                    "Antivirus",
+                    "Firewall",
+                    "Disk Encryption",
+                    "Patch Level",
+                    "Screen Lock",
+                    "Password Policy",
+                ],
+                rng.randrange(1, 4),
+            )
+        ),
         "threat_detected": f"Threat Trojan.GenericKD.{rng.randrange(10**7)} found on {name}",
     }[log_type]
     return {
@@ -68,16 +124,23 @@ def account_event(rng: random.Random, t: datetime) -> dict[str, Any]:
     admin = _name(rng)
     email = f"{admin.split()[0].lower().replace(chr(39), '')}.{rng.randrange(100)}@example.com"
     event, details = {
-        "config": ("Configuration Change",
-                   f"Administrator {admin} ({email}) changed {rng.choice(_SETTINGS)}"),
-        "login": ("Login", f"Administrator {admin} ({email}) signed in from "
-                  f"203.0.113.{rng.randrange(1, 255)}"),
+        "config": (
+            "Configuration Change",
+            f"Administrator {admin} ({email}) changed {rng.choice(_SETTINGS)}",
+        ),
+        "login": (
+            "Login",
+            f"Administrator {admin} ({email}) signed in from 203.0.113.{rng.randrange(1, 255)}",
+        ),
         "logout": ("Logout", f"Administrator {admin} ({email}) signed out"),
-        "admin_added": ("Administrator Added",
-                        f"Administrator {admin} ({email}) invited {_name(rng)}"),
-        "policy_changed": ("Policy Change",
-                           f"Administrator {admin} ({email}) changed policy "
-                           f"{rng.choice(_GROUPS)}"),
+        "admin_added": (
+            "Administrator Added",
+            f"Administrator {admin} ({email}) invited {_name(rng)}",
+        ),
+        "policy_changed": (
+            "Policy Change",
+            f"Administrator {admin} ({email}) changed policy {rng.choice(_GROUPS)}",
+        ),
     }[log_type]
     return {
         "log_type": log_type,
@@ -90,8 +153,9 @@ def account_event(rng: random.Random, t: datetime) -> dict[str, Any]:
     }
 
 
-def generate(count: int, *, seed: int = 1, start: datetime | None = None,
-             account_share: float = 0.2) -> Iterator[dict[str, Any]]:
+def generate(
+    count: int, *, seed: int = 1, start: datetime | None = None, account_share: float = 0.2
+) -> Iterator[dict[str, Any]]:
     """``count`` events in time order, about ``account_share`` of them Account events."""
     rng = random.Random(seed)
     t = start or datetime(2022, 7, 15, 8, 55, 12, 279000, tzinfo=UTC)

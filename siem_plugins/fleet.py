@@ -38,9 +38,12 @@ def broker_url(cfg: Config) -> str:
     table = cfg.data.get("celery", {})
     url = table.get("broker_url") if isinstance(table, dict) else None
     if not isinstance(url, str) or not url:
-        raise ConfigError("the celery executor needs [celery] broker_url (e.g. "
-                          "\"redis://127.0.0.1:6379/0\" or \"amqp://guest:guest@127.0.0.1//\")",
-                          file=cfg.file, path="celery.broker_url")
+        raise ConfigError(
+            "the celery executor needs [celery] broker_url (e.g. "
+            '"redis://127.0.0.1:6379/0" or "amqp://guest:guest@127.0.0.1//")',
+            file=cfg.file,
+            path="celery.broker_url",
+        )
     return url
 
 
@@ -49,9 +52,13 @@ def check_fleet_config(cfg: Config) -> None:
 
     url = cfg.store_options.raw("url", "")
     if not (isinstance(url, str) and is_postgres(url)):
-        raise ConfigError("the celery executor needs the PostgreSQL store (its sync locks and "
-                          "cursors are shared by every worker): set [store] url = "
-                          "\"postgresql://...\"", file=cfg.file, path="store.url")
+        raise ConfigError(
+            "the celery executor needs the PostgreSQL store (its sync locks and "
+            "cursors are shared by every worker): set [store] url = "
+            '"postgresql://..."',
+            file=cfg.file,
+            path="store.url",
+        )
     broker_url(cfg)
 
 
@@ -99,8 +106,12 @@ def make_app(config_path: Path) -> Any:
             return {"integration": integration, "status": "unknown"}
         if result is None:
             return {"integration": integration, "status": "skipped"}
-        return {"integration": integration, "status": "ok" if result.ok else "failed",
-                "objects": len(result.objects), "events": result.events}
+        return {
+            "integration": integration,
+            "status": "ok" if result.ok else "failed",
+            "objects": len(result.objects),
+            "events": result.events,
+        }
 
     return app
 
@@ -132,20 +143,29 @@ def run_locked(rt: Any, name: str, *, pipeline: Any = None) -> SyncResult | None
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            rt.state.run_finished(run_id, objects=len(result.objects) if result else 0,
-                                  events=result.events if result else 0, error=error)
+            rt.state.run_finished(
+                run_id,
+                objects=len(result.objects) if result else 0,
+                events=result.events if result else 0,
+                error=error,
+            )
     return result
 
 
-def run_beat(config_path: Path, *, interval: float | None, cycles: int | None,
-             stop: threading.Event) -> int:
+def run_beat(
+    config_path: Path, *, interval: float | None, cycles: int | None, stop: threading.Event
+) -> int:
     """Enqueue one sync task per enabled integration every interval, until stopped."""
     app = make_app(config_path)
     cfg = load_config(config_path)
     every = interval if interval is not None else cfg.interval
     names = [i.name for i in cfg.integrations if i.enabled]
-    log.info("celery beat: %d integrations every %.0fs via %s", len(names), every,
-             app.conf.broker_url.split("@")[-1])
+    log.info(
+        "celery beat: %d integrations every %.0fs via %s",
+        len(names),
+        every,
+        app.conf.broker_url.split("@")[-1],
+    )
     ticks = 0
     next_at = time.monotonic()
     with app.connection_for_write() as conn:
@@ -162,8 +182,16 @@ def run_beat(config_path: Path, *, interval: float | None, cycles: int | None,
 
 def run_worker(config_path: Path, *, concurrency: int, pool: str, loglevel: str) -> int:
     app = make_app(config_path)
-    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", f"--pool={pool}",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"siem@{socket.gethostname()}-{os.getpid()}"]
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"siem@{socket.gethostname()}-{os.getpid()}",
+    ]
     app.worker_main(argv)
     return 0

@@ -115,15 +115,19 @@ class PluginHost:
 
     # ------------------------------------------------------------------ loading
 
-    def register(self, plugin: object, *, name: str, origin: str,
-                 version: str | None = None) -> bool:
+    def register(
+        self, plugin: object, *, name: str, origin: str, version: str | None = None
+    ) -> bool:
         """Register one plugin object (module or instance). Returns whether it was kept."""
         if name in self.disabled:
             log.info("plugin %r (%s) disabled by %s", name, origin, DISABLED_ENV)
             return False
         if name in self.plugins:
-            self._fail(name, origin, f"a plugin named {name!r} is already loaded "
-                       f"({self.plugins[name].origin})")
+            self._fail(
+                name,
+                origin,
+                f"a plugin named {name!r} is already loaded ({self.plugins[name].origin})",
+            )
             return False
         try:
             self.pm.register(plugin, name=name)
@@ -133,8 +137,12 @@ class PluginHost:
         unknown = [c.name for c in self.pm.get_hookcallers(plugin) or [] if c.spec is None]
         if unknown:
             self.pm.unregister(plugin)
-            self._fail(name, origin, "implements unknown hook(s) "
-                       f"{', '.join(sorted(unknown))} (misspelt? hooks are siem_*)")
+            self._fail(
+                name,
+                origin,
+                "implements unknown hook(s) "
+                f"{', '.join(sorted(unknown))} (misspelt? hooks are siem_*)",
+            )
             return False
         hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
         self.plugins[name] = PluginInfo(name, origin, version, hooks)
@@ -216,22 +224,32 @@ class PluginHost:
                 try:
                     specs = list(impl.function() or ())
                 except Exception as exc:
-                    self._fail(plugin_name, origin,
-                               f"{hook_name} raised {type(exc).__name__}: {exc}")
+                    self._fail(
+                        plugin_name, origin, f"{hook_name} raised {type(exc).__name__}: {exc}"
+                    )
                     continue
                 for spec in specs:
                     if not isinstance(spec, _SPEC_TYPE[kind]) or not isinstance(
-                            spec, SourceSpec | FormatterSpec | SinkSpec | NotifierSpec):
-                        self._fail(plugin_name, origin, f"{hook_name} returned "
-                                   f"{type(spec).__name__}, expected {_SPEC_TYPE[kind].__name__}")
+                        spec, SourceSpec | FormatterSpec | SinkSpec | NotifierSpec
+                    ):
+                        self._fail(
+                            plugin_name,
+                            origin,
+                            f"{hook_name} returned "
+                            f"{type(spec).__name__}, expected {_SPEC_TYPE[kind].__name__}",
+                        )
                         continue
                     taken = registry[kind].get(spec.name)
                     if taken is not None:
-                        self._fail(plugin_name, origin, f"{kind} name {spec.name!r} is already "
-                                   f"registered by plugin {taken.plugin!r} "
-                                   f"({self.plugins[taken.plugin].origin}); report this to the "
-                                   f"authors of {plugin_name!r} (or disable one with "
-                                   f"{DISABLED_ENV})")
+                        self._fail(
+                            plugin_name,
+                            origin,
+                            f"{kind} name {spec.name!r} is already "
+                            f"registered by plugin {taken.plugin!r} "
+                            f"({self.plugins[taken.plugin].origin}); report this to the "
+                            f"authors of {plugin_name!r} (or disable one with "
+                            f"{DISABLED_ENV})",
+                        )
                         continue
                     registry[kind][spec.name] = Registered(spec, plugin_name)
                     self.plugins[plugin_name].provides.append((kind, spec.name))
@@ -261,8 +279,11 @@ class PluginHost:
         spec = self.spec(kind, name, where=options)
         component = spec.factory(options)
         if not isinstance(component, expect):
-            raise options.error("type", f"{kind} plugin {name!r} built a "
-                                f"{type(component).__name__}, which is not a {expect.__name__}")
+            raise options.error(
+                "type",
+                f"{kind} plugin {name!r} built a "
+                f"{type(component).__name__}, which is not a {expect.__name__}",
+            )
         options.finish()
         return component
 
@@ -299,8 +320,9 @@ class Hooks:
             log.exception("a plugin's %s hook failed (ignored)", name)
 
     def sync_started(self, *, integration: str, destination: str, intent: Intent) -> None:
-        self._call("siem_sync_started", integration=integration, destination=destination,
-                   intent=intent)
+        self._call(
+            "siem_sync_started", integration=integration, destination=destination, intent=intent
+        )
 
     def object_written(self, *, integration: str, receipt: ObjectReceipt) -> None:
         self._call("siem_object_written", integration=integration, receipt=receipt)
@@ -309,8 +331,9 @@ class Hooks:
         self._call("siem_notified", integration=integration, digest=digest)
 
     def sync_failed(self, *, integration: str, destination: str, error: BaseException) -> None:
-        self._call("siem_sync_failed", integration=integration, destination=destination,
-                   error=error)
+        self._call(
+            "siem_sync_failed", integration=integration, destination=destination, error=error
+        )
 
 
 def create_host(

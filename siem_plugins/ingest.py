@@ -44,13 +44,17 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
         yield line, False
 
 
-def read_records(stream: BinaryIO, name: str,
-                 on_reject: Callable[[Rejection], None]) -> Iterator[Canonical]:
+def read_records(
+    stream: BinaryIO, name: str, on_reject: Callable[[Rejection], None]
+) -> Iterator[Canonical]:
     """Yield every valid record of an NDJSON stream; report the others to ``on_reject``."""
     for lineno, (line, oversize) in enumerate(_lines(stream), 1):
         if oversize:
-            on_reject(Rejection(name, lineno, None, f"record is over the {MAX_RECORD_BYTES} "
-                                "byte limit", line))
+            on_reject(
+                Rejection(
+                    name, lineno, None, f"record is over the {MAX_RECORD_BYTES} byte limit", line
+                )
+            )
             continue
         body = line.rstrip(b"\r\n")
         if not body.strip():

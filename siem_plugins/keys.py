@@ -44,5 +44,7 @@ def object_key(account: str, created: str, first_id: int, last_id: int, extensio
     """
     check_account(account)
     day = datetime.strptime(created, CREATED_FORMAT)
-    return (f"{account}/{day:%Y/%m/%d}/{created}_"
-            f"{first_id:0{ID_WIDTH}d}-{last_id:0{ID_WIDTH}d}.{extension}")
+    return (
+        f"{account}/{day:%Y/%m/%d}/{created}_"
+        f"{first_id:0{ID_WIDTH}d}-{last_id:0{ID_WIDTH}d}.{extension}"
+    )

@@ -109,7 +109,9 @@ class Options:
     def __contains__(self, key: str) -> bool:
         return any(key in layer.table for layer in self._layers)
 
-    def _get(self, key: str, kind: type | tuple[type, ...], what: str, default: Any, required: bool) -> Any:
+    def _get(
+        self, key: str, kind: type | tuple[type, ...], what: str, default: Any, required: bool
+    ) -> Any:
         found, value = self._lookup(key)
         if not found:
             if required:
@@ -121,8 +123,14 @@ class Options:
             raise self.error(key, f"expected {what}, got {type(value).__name__} {value!r}")
         return value
 
-    def string(self, key: str, default: str | None = None, *, required: bool = False,
-            choices: Sequence[str] | None = None) -> Any:
+    def string(
+        self,
+        key: str,
+        default: str | None = None,
+        *,
+        required: bool = False,
+        choices: Sequence[str] | None = None,
+    ) -> Any:
         """A string setting; ``choices`` restricts it (the error lists them)."""
         value = self._get(key, str, "a string", default, required)
         if choices is not None and value is not None and value not in choices:
@@ -136,8 +144,15 @@ class Options:
         value = self._get(key, str, "a string", None, required)
         return Secret(value) if value is not None else None
 
-    def integer(self, key: str, default: int | None = None, *, required: bool = False,
-            min: int | None = None, max: int | None = None) -> Any:
+    def integer(
+        self,
+        key: str,
+        default: int | None = None,
+        *,
+        required: bool = False,
+        min: int | None = None,
+        max: int | None = None,
+    ) -> Any:
         value = self._get(key, int, "an integer", default, required)
         if value is not None:
             if min is not None and value < min:
@@ -146,8 +161,14 @@ class Options:
                 raise self.error(key, f"must be at most {max}, got {value}")
         return value
 
-    def number(self, key: str, default: float | None = None, *, required: bool = False,
-              min: float | None = None) -> Any:
+    def number(
+        self,
+        key: str,
+        default: float | None = None,
+        *,
+        required: bool = False,
+        min: float | None = None,
+    ) -> Any:
         value = self._get(key, (int, float), "a number", default, required)
         if value is not None and min is not None and value < min:
             raise self.error(key, f"must be at least {min}, got {value}")
@@ -156,8 +177,9 @@ class Options:
     def boolean(self, key: str, default: bool | None = None, *, required: bool = False) -> Any:
         return self._get(key, bool, "true or false", default, required)
 
-    def strings(self, key: str, default: Sequence[str] | None = None, *,
-                 required: bool = False) -> list[str] | None:
+    def strings(
+        self, key: str, default: Sequence[str] | None = None, *, required: bool = False
+    ) -> list[str] | None:
         value = self._get(key, (list, str), "a list of strings", default, required)
         if value is None:
             return None
@@ -186,8 +208,11 @@ class Options:
         """
         extra = sorted(self.unused())
         if extra:
-            raise self.error(extra[0], f"unknown setting {extra[0]!r}" + (
-                f" (also unknown: {', '.join(extra[1:])})" if len(extra) > 1 else ""))
+            raise self.error(
+                extra[0],
+                f"unknown setting {extra[0]!r}"
+                + (f" (also unknown: {', '.join(extra[1:])})" if len(extra) > 1 else ""),
+            )
 
 
 def _join(path: str, key: str) -> str:

@@ -39,7 +39,10 @@ INGEST_LOCK = 0x5E1E_0001
 SYNC_LOCK_NS = 0x5E1E
 
 MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "events, cursors, intents", """
+    (
+        1,
+        "events, cursors, intents",
+        """
 CREATE SEQUENCE IF NOT EXISTS siem_event_id_seq AS bigint;
 CREATE TABLE IF NOT EXISTS siem_event (
     id       bigint PRIMARY KEY DEFAULT nextval('siem_event_id_seq'),
@@ -71,8 +74,12 @@ CREATE TABLE IF NOT EXISTS siem_intent (
 );
 CREATE OR REPLACE FUNCTION siem_append_lock() RETURNS void LANGUAGE sql AS
     'SELECT pg_advisory_xact_lock(1579024385)';
-"""),
-    (2, "sync runs (who synced what, when)", """
+""",
+    ),
+    (
+        2,
+        "sync runs (who synced what, when)",
+        """
 CREATE TABLE IF NOT EXISTS siem_sync_run (
     id          bigserial PRIMARY KEY,
     integration text NOT NULL,
@@ -84,7 +91,8 @@ CREATE TABLE IF NOT EXISTS siem_sync_run (
     error       text
 );
 CREATE INDEX IF NOT EXISTS siem_sync_run_integration ON siem_sync_run (integration, started);
-"""),
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
@@ -98,8 +106,9 @@ def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError:  # pragma: no cover - depends on the install
-        raise RuntimeError("the PostgreSQL store needs psycopg: pip install "
-                           "'siem-plugins[postgres]'") from None
+        raise RuntimeError(
+            "the PostgreSQL store needs psycopg: pip install 'siem-plugins[postgres]'"
+        ) from None
     return psycopg
 
 
@@ -120,16 +129,20 @@ def migrate(url: str) -> list[int]:
     applied = []
     with connect(url) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SYNC_LOCK_NS,))
-        conn.execute("CREATE TABLE IF NOT EXISTS siem_schema_version ("
-                     " version integer PRIMARY KEY, description text NOT NULL,"
-                     " applied timestamptz NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS siem_schema_version ("
+            " version integer PRIMARY KEY, description text NOT NULL,"
+            " applied timestamptz NOT NULL DEFAULT now())"
+        )
         current = schema_version(conn)
         for version, description, sql in MIGRATIONS:
             if version <= current:
                 continue
             conn.execute(sql)
-            conn.execute("INSERT INTO siem_schema_version (version, description) VALUES (%s, %s)",
-                         (version, description))
+            conn.execute(
+                "INSERT INTO siem_schema_version (version, description) VALUES (%s, %s)",
+                (version, description),
+            )
             applied.append(version)
     return applied
 
@@ -184,8 +197,10 @@ class _Conns:
 def _check_schema(conns: _Conns) -> None:
     version = schema_version(conns.get())
     if version < SCHEMA_VERSION:
-        raise SchemaError(f"the PostgreSQL store is at schema version {version}, this "
-                          f"siem-plugins needs {SCHEMA_VERSION}: run `siem-plugins store migrate`")
+        raise SchemaError(
+            f"the PostgreSQL store is at schema version {version}, this "
+            f"siem-plugins needs {SCHEMA_VERSION}: run `siem-plugins store migrate`"
+        )
 
 
 class PostgresStore:
@@ -196,8 +211,7 @@ class PostgresStore:
         self._conns = _Conns(url)
         _check_schema(self._conns)
 
-    def append(self, account: str, records: Iterable[Canonical], *,
-               chunk: int = 5000) -> Any:
+    def append(self, account: str, records: Iterable[Canonical], *, chunk: int = 5000) -> Any:
         """COPY validated records in, ``chunk`` rows per transaction, ids in commit order."""
         from siem_plugins.builtin.store import IngestResult
 
@@ -215,8 +229,9 @@ class PostgresStore:
             with conn.transaction():
                 conn.execute("SELECT siem_append_lock()")
                 with conn.cursor() as cur:
-                    with cur.copy("COPY siem_event (account, type, log_type, ts, body)"
-                                  " FROM STDIN") as copy:
+                    with cur.copy(
+                        "COPY siem_event (account, type, log_type, ts, body) FROM STDIN"
+                    ) as copy:
                         for row in rows:
                             copy.write_row(row)
                     top = cur.execute("SELECT currval('siem_event_id_seq')").fetchone()[0]
@@ -255,36 +270,50 @@ class PostgresStore:
         lo, hi, n = row
         return Range(lo, hi, n) if n else None
 
-    def read(self, account: str, first_id: int, last_id: int, *,
-             log_types: Collection[str] | None = None,
-             batch_size: int = 5000) -> Iterator[list[Event]]:
+    def read(
+        self,
+        account: str,
+        first_id: int,
+        last_id: int,
+        *,
+        log_types: Collection[str] | None = None,
+        batch_size: int = 5000,
+    ) -> Iterator[list[Event]]:
         if log_types is not None and not log_types:
             return
-        sql = ("SELECT id, type, log_type, ts, body FROM siem_event"
-               " WHERE account=%s AND id>=%s AND id<=%s")
+        sql = (
+            "SELECT id, type, log_type, ts, body FROM siem_event"
+            " WHERE account=%s AND id>=%s AND id<=%s"
+        )
         params: list[Any] = [account, first_id, last_id]
         if log_types is not None:
             sql += " AND log_type = ANY(%s)"
             params.append(sorted(log_types))
         sql += " ORDER BY id"
         # A connection of its own: the server-side cursor lives in its own transaction.
-        with self._conns.borrowed() as conn, conn.transaction():
-            # Binary rows: bytea arrives as bytes, not hex text (~1.5x the read rate).
-            with conn.cursor(name="siem_read", binary=True) as cur:
-                cur.itersize = batch_size
-                cur.execute(sql, params)
-                while True:
-                    rows = cur.fetchmany(batch_size)
-                    if not rows:
-                        return
-                    yield [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
+        # Binary rows: bytea arrives as bytes, not hex text (~1.5x the read rate).
+        with (
+            self._conns.borrowed() as conn,
+            conn.transaction(),
+            conn.cursor(name="siem_read", binary=True) as cur,
+        ):
+            cur.itersize = batch_size
+            cur.execute(sql, params)
+            while True:
+                rows = cur.fetchmany(batch_size)
+                if not rows:
+                    return
+                yield [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
 
     def count(self, account: str | None = None) -> int:
         conn = self._conns.get()
         if account is None:
             return int(conn.execute("SELECT count(*) FROM siem_event").fetchone()[0])
-        return int(conn.execute("SELECT count(*) FROM siem_event WHERE account=%s",
-                                (account,)).fetchone()[0])
+        return int(
+            conn.execute("SELECT count(*) FROM siem_event WHERE account=%s", (account,)).fetchone()[
+                0
+            ]
+        )
 
     def close(self) -> None:
         self._conns.close()
@@ -302,21 +331,35 @@ class PgState:
         self._conns.close()
 
     def cursor(self, integration: str, destination: str) -> int:
-        row = self._conns.get().execute(
-            "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s",
-            (integration, destination)).fetchone()
+        row = (
+            self._conns.get()
+            .execute(
+                "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s",
+                (integration, destination),
+            )
+            .fetchone()
+        )
         return int(row[0]) if row else 0
 
     def cursors(self) -> dict[tuple[str, str], int]:
-        rows = self._conns.get().execute(
-            "SELECT integration, destination, last_id FROM siem_cursor").fetchall()
+        rows = (
+            self._conns.get()
+            .execute("SELECT integration, destination, last_id FROM siem_cursor")
+            .fetchall()
+        )
         return {(i, d): int(last) for i, d, last in rows}
 
     def pending(self, integration: str, destination: str) -> Intent | None:
-        row = self._conns.get().execute(
-            "SELECT integration, destination, first_id, last_id, count, key, created, fingerprint"
-            " FROM siem_intent WHERE integration=%s AND destination=%s",
-            (integration, destination)).fetchone()
+        row = (
+            self._conns.get()
+            .execute(
+                "SELECT integration, destination, first_id, last_id, count, key, created,"
+                " fingerprint"
+                " FROM siem_intent WHERE integration=%s AND destination=%s",
+                (integration, destination),
+            )
+            .fetchone()
+        )
         return Intent(*row) if row else None
 
     def record(self, intent: Intent) -> None:
@@ -325,24 +368,39 @@ class PgState:
         with conn.transaction():
             cur = conn.execute(
                 "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s"
-                " FOR UPDATE", (intent.integration, intent.destination)).fetchone()
+                " FOR UPDATE",
+                (intent.integration, intent.destination),
+            ).fetchone()
             if cur and intent.first_id <= cur[0]:
-                raise StateError(f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
-                                 f"{cur[0]} of {intent.integration}/{intent.destination}")
+                raise StateError(
+                    f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
+                    f"{cur[0]} of {intent.integration}/{intent.destination}"
+                )
             try:
                 with conn.transaction():
-                    conn.execute("INSERT INTO siem_intent VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                                 (intent.integration, intent.destination, intent.first_id,
-                                  intent.last_id, intent.count, intent.key, intent.created,
-                                  intent.fingerprint))
+                    conn.execute(
+                        "INSERT INTO siem_intent VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            intent.integration,
+                            intent.destination,
+                            intent.first_id,
+                            intent.last_id,
+                            intent.count,
+                            intent.key,
+                            intent.created,
+                            intent.fingerprint,
+                        ),
+                    )
             except psycopg.errors.UniqueViolation:
-                raise StateError(f"{intent.integration}/{intent.destination} already has a "
-                                 "pending intent") from None
+                raise StateError(
+                    f"{intent.integration}/{intent.destination} already has a pending intent"
+                ) from None
 
     def discard(self, intent: Intent) -> None:
         self._conns.get().execute(
             "DELETE FROM siem_intent WHERE integration=%s AND destination=%s AND first_id=%s",
-            (intent.integration, intent.destination, intent.first_id))
+            (intent.integration, intent.destination, intent.first_id),
+        )
 
     def complete(self, intent: Intent) -> None:
         conn = self._conns.get()
@@ -353,13 +411,16 @@ class PgState:
                 (intent.integration, intent.destination, intent.first_id, intent.last_id),
             ).rowcount
             if deleted != 1:
-                raise StateError(f"no pending intent {intent.first_id}-{intent.last_id} for "
-                                 f"{intent.integration}/{intent.destination}")
+                raise StateError(
+                    f"no pending intent {intent.first_id}-{intent.last_id} for "
+                    f"{intent.integration}/{intent.destination}"
+                )
             conn.execute(
                 "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (%s,%s,%s)"
                 " ON CONFLICT (integration, destination) DO UPDATE SET last_id=excluded.last_id,"
                 " updated=now()",
-                (intent.integration, intent.destination, intent.last_id))
+                (intent.integration, intent.destination, intent.last_id),
+            )
 
     # ------------------------------------------------------------------ fleet helpers
 
@@ -371,22 +432,30 @@ class PgState:
         the integration for long.
         """
         conn = connect(self.url)
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                           (SYNC_LOCK_NS, integration)).fetchone()[0]
+        got = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (SYNC_LOCK_NS, integration)
+        ).fetchone()[0]
         if not got:
             conn.close()
             return None
         return SyncLock(conn, integration)
 
     def run_started(self, integration: str, worker: str) -> int:
-        return int(self._conns.get().execute(
-            "INSERT INTO siem_sync_run (integration, worker) VALUES (%s, %s) RETURNING id",
-            (integration, worker)).fetchone()[0])
+        return int(
+            self._conns.get()
+            .execute(
+                "INSERT INTO siem_sync_run (integration, worker) VALUES (%s, %s) RETURNING id",
+                (integration, worker),
+            )
+            .fetchone()[0]
+        )
 
     def run_finished(self, run_id: int, *, objects: int, events: int, error: str | None) -> None:
         self._conns.get().execute(
             "UPDATE siem_sync_run SET finished=clock_timestamp(), objects=%s, events=%s,"
-            " error=%s WHERE id=%s", (objects, events, error, run_id))
+            " error=%s WHERE id=%s",
+            (objects, events, error, run_id),
+        )
 
 
 class SyncLock:
@@ -396,8 +465,9 @@ class SyncLock:
 
     def release(self) -> None:
         try:
-            self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                               (SYNC_LOCK_NS, self.integration))
+            self._conn.execute(
+                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (SYNC_LOCK_NS, self.integration)
+            )
         finally:
             self._conn.close()
 

@@ -87,8 +87,12 @@ class Runtime:
     def __init__(self, config: Config, host: PluginHost) -> None:
         self.config = config
         self.host = host
-        sections = {s for kind in ("sink", "notifier") for n in host.names(kind)
-                    if (s := host.section_of(kind, n))}
+        sections = {
+            s
+            for kind in ("sink", "notifier")
+            for n in host.names(kind)
+            if (s := host.section_of(kind, n))
+        }
         config.check_sections(sections)
         self.source: Source = host.source(config.store_name, config.store_options)
         self.state: StateStore = _open_state(config)
@@ -100,29 +104,45 @@ class Runtime:
             self.close()
             raise
 
-    def _options(self, kind: str, name: str, table: Mapping[str, Any], path: str,
-                 ignore: tuple[str, ...] = ("type",)) -> Options:
+    def _options(
+        self,
+        kind: str,
+        name: str,
+        table: Mapping[str, Any],
+        path: str,
+        ignore: tuple[str, ...] = ("type",),
+    ) -> Options:
         section = self.host.section_of(kind, name)
         defaults = [(section, self.config.data.get(section, {}))] if section else []
         return Options(table, path=path, file=self.config.file, defaults=defaults, ignore=ignore)
 
     def _build(self, ic: IntegrationConfig) -> Integration:
         host = self.host
-        fmt = host.formatter(ic.format_name,
-                             self._options("formatter", ic.format_name, ic.format_table,
-                                           f"{ic.path}.format"))
-        sink = host.sink(ic.sink_name,
-                         self._options("sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink"))
-        notifier = host.notifier(ic.notifier_name,
-                                 self._options("notifier", ic.notifier_name, ic.notify_table,
-                                               f"{ic.path}.notify", ignore=("type", "events")))
+        fmt = host.formatter(
+            ic.format_name,
+            self._options("formatter", ic.format_name, ic.format_table, f"{ic.path}.format"),
+        )
+        sink = host.sink(
+            ic.sink_name, self._options("sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink")
+        )
+        notifier = host.notifier(
+            ic.notifier_name,
+            self._options(
+                "notifier",
+                ic.notifier_name,
+                ic.notify_table,
+                f"{ic.path}.notify",
+                ignore=("type", "events"),
+            ),
+        )
         return Integration(ic, fmt, sink, notifier)
 
     def source_backlog(self, integ: Integration) -> int:
         """How many events the integration's sink has not shipped yet."""
         after = self.state.cursor(integ.name, SINK)
-        rng = self.source.plan(integ.config.account, after, max_events=sys.maxsize,
-                               max_bytes=sys.maxsize)
+        rng = self.source.plan(
+            integ.config.account, after, max_events=sys.maxsize, max_bytes=sys.maxsize
+        )
         return rng.count if rng else 0
 
     def enabled(self, names: list[str] | None = None) -> list[Integration]:
@@ -157,8 +177,13 @@ def _open_state(config: Config) -> StateStore:
 class Pipeline:
     """Runs syncs against a :class:`Runtime`. ``stop`` ends a catch-up between objects."""
 
-    def __init__(self, runtime: Runtime, *, stop: threading.Event | None = None,
-                 progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        stop: threading.Event | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
         self.rt = runtime
         self.stop = stop or threading.Event()
         self.progress = progress
@@ -177,39 +202,57 @@ class Pipeline:
                 message = f"integration {integ.name!r}: {destination} {where}: {exc}"
                 result.errors[destination] = message
                 log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
-                self.rt.host.hooks.sync_failed(integration=integ.name, destination=destination,
-                                               error=exc)
+                self.rt.host.hooks.sync_failed(
+                    integration=integ.name, destination=destination, error=exc
+                )
         return result
 
     # ------------------------------------------------------------------ sink
 
-    def _next_intent(self, integ: Integration, destination: str, max_events: int,
-                     max_bytes: int) -> Intent | None:
+    def _next_intent(
+        self, integ: Integration, destination: str, max_events: int, max_bytes: int
+    ) -> Intent | None:
         state = self.rt.state
         fingerprint = integ.fingerprint()
         intent = state.pending(integ.name, destination)
         if intent is not None:
             if intent.fingerprint == fingerprint:
-                log.info("%s: replaying %s intent %d-%d (%s)", integ.name, destination,
-                         intent.first_id, intent.last_id, intent.key)
+                log.info(
+                    "%s: replaying %s intent %d-%d (%s)",
+                    integ.name,
+                    destination,
+                    intent.first_id,
+                    intent.last_id,
+                    intent.key,
+                )
                 return intent
-            log.warning("%s: the config changed since %s intent %d-%d was recorded (%s -> %s); "
-                        "planning it again", integ.name, destination, intent.first_id,
-                        intent.last_id, intent.fingerprint, fingerprint)
+            log.warning(
+                "%s: the config changed since %s intent %d-%d was recorded (%s -> %s); "
+                "planning it again",
+                integ.name,
+                destination,
+                intent.first_id,
+                intent.last_id,
+                intent.fingerprint,
+                fingerprint,
+            )
             state.discard(intent)
         after = state.cursor(integ.name, destination)
-        rng = self.rt.source.plan(integ.config.account, after, max_events=max_events,
-                                  max_bytes=max_bytes)
+        rng = self.rt.source.plan(
+            integ.config.account, after, max_events=max_events, max_bytes=max_bytes
+        )
         if rng is None:
             return None
         created = created_now()
         if destination == SINK:
-            key = object_key(integ.config.account, created, rng.first_id, rng.last_id,
-                             integ.extension)
+            key = object_key(
+                integ.config.account, created, rng.first_id, rng.last_id, integ.extension
+            )
         else:
             key = f"siem.{integ.name}.{rng.first_id:020d}-{rng.last_id:020d}@siem-plugins"
-        intent = Intent(integ.name, destination, rng.first_id, rng.last_id, rng.count, key,
-                        created, fingerprint)
+        intent = Intent(
+            integ.name, destination, rng.first_id, rng.last_id, rng.count, key, created, fingerprint
+        )
         state.record(intent)
         return intent
 
@@ -219,13 +262,18 @@ class Pipeline:
             intent = self._next_intent(integ, SINK, c.max_events, c.max_bytes)
             if intent is None:
                 return
-            self.rt.host.hooks.sync_started(integration=integ.name, destination=SINK,
-                                            intent=intent)
+            self.rt.host.hooks.sync_started(integration=integ.name, destination=SINK, intent=intent)
             receipt = self._write(integ, intent)
             self.rt.state.complete(intent)
-            log.info("%s: wrote %s (%d events, ids %d-%d, %d bytes)", integ.name,
-                     receipt.location, intent.count, intent.first_id, intent.last_id,
-                     receipt.size)
+            log.info(
+                "%s: wrote %s (%d events, ids %d-%d, %d bytes)",
+                integ.name,
+                receipt.location,
+                intent.count,
+                intent.first_id,
+                intent.last_id,
+                receipt.size,
+            )
             result.objects.append(receipt)
             result.events += intent.count
             self.rt.host.hooks.object_written(integration=integ.name, receipt=receipt)
@@ -236,14 +284,20 @@ class Pipeline:
         c = integ.config
         comp = compressor(c.compression, c.compression_level)
         meta = ObjectMeta(
-            integration=integ.name, account=c.account, first_id=intent.first_id,
-            last_id=intent.last_id, count=intent.count, format=c.format_name,
-            content_type=integ.formatter.content_type, content_encoding=comp.content_encoding,
+            integration=integ.name,
+            account=c.account,
+            first_id=intent.first_id,
+            last_id=intent.last_id,
+            count=intent.count,
+            format=c.format_name,
+            content_type=integ.formatter.content_type,
+            content_encoding=comp.content_encoding,
         )
         seen = 0
         with integ.sink.open(intent.key, meta) as writer:
-            for batch in self.rt.source.read(c.account, intent.first_id, intent.last_id,
-                                             batch_size=c.batch_size):
+            for batch in self.rt.source.read(
+                c.account, intent.first_id, intent.last_id, batch_size=c.batch_size
+            ):
                 seen += len(batch)
                 data = comp.compress(integ.formatter.format(batch))
                 if data:
@@ -251,9 +305,11 @@ class Pipeline:
                 if self.progress is not None:
                     self.progress(integ.name, len(batch))
             if seen != intent.count:
-                raise DeliveryError(f"the store returned {seen} events for ids "
-                                    f"{intent.first_id}-{intent.last_id}, the intent recorded "
-                                    f"{intent.count}; refusing to write a different object")
+                raise DeliveryError(
+                    f"the store returned {seen} events for ids "
+                    f"{intent.first_id}-{intent.last_id}, the intent recorded "
+                    f"{intent.count}; refusing to write a different object"
+                )
             tail = comp.flush()
             if tail:
                 writer.write(tail)
@@ -266,13 +322,19 @@ class Pipeline:
             intent = self._next_intent(integ, NOTIFIER, NOTIFY_MAX_EVENTS, sys.maxsize)
             if intent is None:
                 return
-            self.rt.host.hooks.sync_started(integration=integ.name, destination=NOTIFIER,
-                                            intent=intent)
+            self.rt.host.hooks.sync_started(
+                integration=integ.name, destination=NOTIFIER, intent=intent
+            )
             digest = self._digest(integ, intent)
             if digest.total:
                 integ.notifier.notify(digest)
-                log.info("%s: notified about %d selected events (ids %d-%d)", integ.name,
-                         digest.total, intent.first_id, intent.last_id)
+                log.info(
+                    "%s: notified about %d selected events (ids %d-%d)",
+                    integ.name,
+                    digest.total,
+                    intent.first_id,
+                    intent.last_id,
+                )
             self.rt.state.complete(intent)
             if digest.total:
                 result.digests.append(digest)
@@ -285,15 +347,24 @@ class Pipeline:
         listed: list[Event] = []
         counts: dict[str, int] = {}
         total = 0
-        for batch in self.rt.source.read(integ.config.account, intent.first_id, intent.last_id,
-                                         log_types=integ.config.notify_events):
+        for batch in self.rt.source.read(
+            integ.config.account,
+            intent.first_id,
+            intent.last_id,
+            log_types=integ.config.notify_events,
+        ):
             total += len(batch)
             for event in batch:
                 counts[event.log_type] = counts.get(event.log_type, 0) + 1
             if len(listed) < limit:
                 listed.extend(batch[: limit - len(listed)])
         return Digest(
-            integration=integ.name, account=integ.config.account, first_id=intent.first_id,
-            last_id=intent.last_id, total=total, counts=dict(sorted(counts.items())),
-            events=tuple(listed), message_id=intent.key,
+            integration=integ.name,
+            account=integ.config.account,
+            first_id=intent.first_id,
+            last_id=intent.last_id,
+            total=total,
+            counts=dict(sorted(counts.items())),
+            events=tuple(listed),
+            message_id=intent.key,
         )

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, runtime: Runtime, *, interval: float | None = None,
-                 max_workers: int | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, *, interval: float | None = None, max_workers: int | None = None
+    ) -> None:
         self.rt = runtime
         self.interval = interval if interval is not None else runtime.config.interval
         self.stop = threading.Event()
@@ -65,9 +66,15 @@ class Scheduler:
             result = locked
         else:
             result = self.pipeline.sync(integ)
-        log.info("%s: sync done in %.1fs: %d objects, %d events, %d digests%s", integ.name,
-                 time.monotonic() - started, len(result.objects), result.events,
-                 len(result.digests), "" if result.ok else f", {len(result.errors)} failed")
+        log.info(
+            "%s: sync done in %.1fs: %d objects, %d events, %d digests%s",
+            integ.name,
+            time.monotonic() - started,
+            len(result.objects),
+            result.events,
+            len(result.digests),
+            "" if result.ok else f", {len(result.errors)} failed",
+        )
         return result
 
     def run(self, *, max_cycles: int | None = None) -> None:
@@ -90,11 +97,13 @@ class Scheduler:
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.stop.is_set():
-                log.warning("second %s: abandoning in-flight syncs (their intents are "
-                            "replayed on the next start)", signal.Signals(signum).name)
+                log.warning(
+                    "second %s: abandoning in-flight syncs (their intents are "
+                    "replayed on the next start)",
+                    signal.Signals(signum).name,
+                )
                 raise SystemExit(0)
-            log.info("%s: finishing in-flight objects, then stopping",
-                     signal.Signals(signum).name)
+            log.info("%s: finishing in-flight objects, then stopping", signal.Signals(signum).name)
             self.stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):

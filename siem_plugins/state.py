@@ -99,23 +99,35 @@ class State:
         self._conns.close()
 
     def cursor(self, integration: str, destination: str) -> int:
-        row = self._conns.get().execute(
-            "SELECT last_id FROM siem_cursor WHERE integration=? AND destination=?",
-            (integration, destination),
-        ).fetchone()
+        row = (
+            self._conns.get()
+            .execute(
+                "SELECT last_id FROM siem_cursor WHERE integration=? AND destination=?",
+                (integration, destination),
+            )
+            .fetchone()
+        )
         return int(row[0]) if row else 0
 
     def cursors(self) -> dict[tuple[str, str], int]:
-        rows = self._conns.get().execute(
-            "SELECT integration, destination, last_id FROM siem_cursor").fetchall()
+        rows = (
+            self._conns.get()
+            .execute("SELECT integration, destination, last_id FROM siem_cursor")
+            .fetchall()
+        )
         return {(i, d): int(last) for i, d, last in rows}
 
     def pending(self, integration: str, destination: str) -> Intent | None:
-        row = self._conns.get().execute(
-            "SELECT integration, destination, first_id, last_id, count, key, created, fingerprint"
-            " FROM siem_intent WHERE integration=? AND destination=?",
-            (integration, destination),
-        ).fetchone()
+        row = (
+            self._conns.get()
+            .execute(
+                "SELECT integration, destination, first_id, last_id, count, key, created,"
+                " fingerprint"
+                " FROM siem_intent WHERE integration=? AND destination=?",
+                (integration, destination),
+            )
+            .fetchone()
+        )
         return Intent(*row) if row else None
 
     def record(self, intent: Intent) -> None:
@@ -128,17 +140,28 @@ class State:
                 (intent.integration, intent.destination),
             ).fetchone()
             if cur and intent.first_id <= cur[0]:
-                raise StateError(f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
-                                 f"{cur[0]} of {intent.integration}/{intent.destination}")
+                raise StateError(
+                    f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
+                    f"{cur[0]} of {intent.integration}/{intent.destination}"
+                )
             try:
                 conn.execute(
                     "INSERT INTO siem_intent VALUES (?,?,?,?,?,?,?,?)",
-                    (intent.integration, intent.destination, intent.first_id, intent.last_id,
-                     intent.count, intent.key, intent.created, intent.fingerprint),
+                    (
+                        intent.integration,
+                        intent.destination,
+                        intent.first_id,
+                        intent.last_id,
+                        intent.count,
+                        intent.key,
+                        intent.created,
+                        intent.fingerprint,
+                    ),
                 )
             except sqlite3.IntegrityError:
-                raise StateError(f"{intent.integration}/{intent.destination} already has a "
-                                 "pending intent") from None
+                raise StateError(
+                    f"{intent.integration}/{intent.destination} already has a pending intent"
+                ) from None
 
     def discard(self, intent: Intent) -> None:
         """Drop a pending intent without moving the cursor (its config changed)."""
@@ -157,8 +180,10 @@ class State:
                 (intent.integration, intent.destination, intent.first_id, intent.last_id),
             ).rowcount
             if deleted != 1:
-                raise StateError(f"no pending intent {intent.first_id}-{intent.last_id} for "
-                                 f"{intent.integration}/{intent.destination}")
+                raise StateError(
+                    f"no pending intent {intent.first_id}-{intent.last_id} for "
+                    f"{intent.integration}/{intent.destination}"
+                )
             conn.execute(
                 "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (?,?,?)"
                 " ON CONFLICT (integration, destination) DO UPDATE SET last_id=excluded.last_id,"

@@ -22,19 +22,36 @@ def ingest(store: SQLiteStore, account: str, events: Iterable[dict[str, Any]]) -
     return list(range(result.first_id, result.last_id + 1))
 
 
-def integration(name: str, sink: dict[str, Any], *, fmt: Any = "json",
-                notify: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def integration(
+    name: str,
+    sink: dict[str, Any],
+    *,
+    fmt: Any = "json",
+    notify: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
-        "name": name, "format": fmt, "sink": sink,
-        "notify": notify or {"type": "outbox", "path": str(Path(sink["path"]).parent / "outbox"),
-                             "from": "siem@example.com",
-                             "to": ["admin@example.com"], "events": ["exempt_all", "config"]},
+        "name": name,
+        "format": fmt,
+        "sink": sink,
+        "notify": notify
+        or {
+            "type": "outbox",
+            "path": str(Path(sink["path"]).parent / "outbox"),
+            "from": "siem@example.com",
+            "to": ["admin@example.com"],
+            "events": ["exempt_all", "config"],
+        },
         **extra,
     }
 
 
-def runtime(store_path: Path, integrations: list[dict[str, Any]],
-            plugins: Iterable[tuple[str, object]] = (), **top: Any) -> Runtime:
+def runtime(
+    store_path: Path,
+    integrations: list[dict[str, Any]],
+    plugins: Iterable[tuple[str, object]] = (),
+    **top: Any,
+) -> Runtime:
     raw = {"store": {"url": f"sqlite:///{store_path}"}, "integration": integrations, **top}
     cfg = config_from_dict(raw, file="test.toml")
     host = create_host(None, entry_points=False, disabled=(), extra=plugins)
@@ -58,5 +75,7 @@ def local_objects(root: Path) -> dict[str, bytes]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.name.startswith("."):
             data = path.read_bytes()
-            out[str(path.relative_to(root))] = gzip.decompress(data) if path.suffix == ".gz" else data
+            out[str(path.relative_to(root))] = (
+                gzip.decompress(data) if path.suffix == ".gz" else data
+            )
     return out

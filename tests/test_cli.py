@@ -18,13 +18,20 @@ DATA = Path(__file__).parent / "data"
 COMMANDS = ("run", "sync", "ingest", "check", "plugins", "demo")
 
 
-def cli(*args: str, cwd: Path | None = None, stdin: bytes | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path | None = None, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("SIEM_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "siem_plugins", *args], cwd=cwd,
-                          input=stdin.decode() if stdin is not None else None,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "siem_plugins", *args],
+        cwd=cwd,
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_help_everywhere() -> None:
@@ -60,14 +67,34 @@ def test_ingest_keeps_good_lines_and_locates_bad_ones(tmp_path: Path) -> None:
         b'{"type": "Printer"}',
         b"\xff\xfe{}",
     ]
-    lines = [good[0], bad[0], good[1], b"", bad[1], bad[2], good[2], bad[3], bad[4], bad[5],
-             good[3]]
+    lines = [
+        good[0],
+        bad[0],
+        good[1],
+        b"",
+        bad[1],
+        bad[2],
+        good[2],
+        bad[3],
+        bad[4],
+        bad[5],
+        good[3],
+    ]
     src = tmp_path / "in.ndjson"
     src.write_bytes(b"\n".join(lines) + b"\n")
     rejects = tmp_path / "rejects.ndjson"
     db = tmp_path / "s.db"
-    proc = cli("ingest", "--account", "acme", "--store", f"sqlite:///{db}", "--rejects",
-               str(rejects), str(src), cwd=tmp_path)
+    proc = cli(
+        "ingest",
+        "--account",
+        "acme",
+        "--store",
+        f"sqlite:///{db}",
+        "--rejects",
+        str(rejects),
+        str(src),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert f"{src}: stored 4 events for account 'acme' (ids 1-4)" in proc.stdout
     err = proc.stderr
@@ -83,11 +110,20 @@ def test_ingest_keeps_good_lines_and_locates_bad_ones(tmp_path: Path) -> None:
     assert store.count("acme") == 4
     store.close()
     # All good: exit 0, from stdin.
-    ok = cli("ingest", "--account", "acme", "--store", f"sqlite:///{db}", "-",
-             stdin=b"\n".join(good) + b"\n")
+    ok = cli(
+        "ingest",
+        "--account",
+        "acme",
+        "--store",
+        f"sqlite:///{db}",
+        "-",
+        stdin=b"\n".join(good) + b"\n",
+    )
     assert ok.returncode == 0 and "<stdin>: stored 4 events" in ok.stdout
-    assert cli("ingest", "--account", "../x", "--store", f"sqlite:///{db}", "-",
-               stdin=b"").returncode == 2
+    assert (
+        cli("ingest", "--account", "../x", "--store", f"sqlite:///{db}", "-", stdin=b"").returncode
+        == 2
+    )
 
 
 def test_plugins_lists_builtins_and_broken_ones(tmp_path: Path) -> None:
@@ -98,10 +134,21 @@ def test_plugins_lists_builtins_and_broken_ones(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     provided = {(p["kind"], p["name"]) for row in data["plugins"] for p in row["provides"]}
-    assert {("source", "store"), ("formatter", "json"), ("formatter", "syslog"), ("sink", "s3"),
-            ("sink", "local"), ("notifier", "email")} <= provided
-    assert data["failures"] == [{"name": "broken", "origin": f"file {hooks / 'broken.py'}",
-                                 "error": "import failed: RuntimeError: boom at import"}]
+    assert {
+        ("source", "store"),
+        ("formatter", "json"),
+        ("formatter", "syslog"),
+        ("sink", "s3"),
+        ("sink", "local"),
+        ("notifier", "email"),
+    } <= provided
+    assert data["failures"] == [
+        {
+            "name": "broken",
+            "origin": f"file {hooks / 'broken.py'}",
+            "error": "import failed: RuntimeError: boom at import",
+        }
+    ]
     table = cli("plugins", "--plugins-dir", str(hooks), cwd=tmp_path)
     assert table.returncode == 0 and "boom at import" in table.stdout
 
@@ -127,24 +174,26 @@ format = "json"
 sink = {{ type = "local", path = "{out}" }}
 [integration.notify]
 type = "outbox"
-path = "{tmp_path / 'outbox'}"
+path = "{tmp_path / "outbox"}"
 from = "s@example.com"
 to = ["a@example.com"]
 events = ["config"]
 """)
     seed = (DATA / "seed_events.ndjson").read_bytes()
-    assert cli("ingest", "--account", "acme", "-c", str(cfg), "-",
-               stdin=seed).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "siem_plugins", "run", "-c", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert cli("ingest", "--account", "acme", "-c", str(cfg), "-", stdin=seed).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "siem_plugins", "run", "-c", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not list(out.rglob("*.gz")) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(list(out.rglob("*.gz"))) == 1
         # New events are picked up by a later cycle.
-        assert cli("ingest", "--account", "acme", "-c", str(cfg), "-",
-                   stdin=seed).returncode == 0
+        assert cli("ingest", "--account", "acme", "-c", str(cfg), "-", stdin=seed).returncode == 0
         while len(list(out.rglob("*.gz"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(list(out.rglob("*.gz"))) == 2
@@ -173,7 +222,10 @@ def test_ingest_bad_input_matrix(tmp_path: Path) -> None:
         (seed[1].replace(b"Cuong Ba", b"Cuong\x00Ba"), "invalid JSON"),  # raw NUL
         (json.dumps({**device, "details": "bell\u0007"}).encode(), "details: contains a control"),
         (json.dumps({**device, "device_group": "nul\u0000"}).encode(), "device_group: contains"),
-        (json.dumps({**device, "device_id": None}).encode(), "device_id: expected a string, got null"),
+        (
+            json.dumps({**device, "device_id": None}).encode(),
+            "device_id: expected a string, got null",
+        ),
         (json.dumps({**device, "type": "device"}).encode(), "type: unknown event type 'device'"),
         (b"\xc3\x28" + seed[0], "invalid JSON"),  # invalid UTF-8
         (b"null", "expected a JSON object, got null"),
@@ -182,8 +234,7 @@ def test_ingest_bad_input_matrix(tmp_path: Path) -> None:
     src = tmp_path / "in.ndjson"
     src.write_bytes(b"\n".join(line for line, _ in cases) + b"\n")
     db = tmp_path / "s.db"
-    proc = cli("ingest", "--store", f"sqlite:///{db}", "--rejects", str(tmp_path / "rej"),
-               str(src))
+    proc = cli("ingest", "--store", f"sqlite:///{db}", "--rejects", str(tmp_path / "rej"), str(src))
     assert proc.returncode == 1
     expected_rejects = [(n, why) for n, (_, why) in enumerate(cases, 1) if why]
     for lineno, why in expected_rejects:

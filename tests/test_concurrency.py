@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -38,17 +37,17 @@ def write_config(tmp_path: Path, interval: str = "1s", max_events: int = 700) ->
     cfg.write_text(f"""
 interval = "{interval}"
 [store]
-url = "sqlite:///{tmp_path / 's.db'}"
+url = "sqlite:///{tmp_path / "s.db"}"
 [[integration]]
 name = "acme"
 format = "json"
 max_events = {max_events}
 [integration.sink]
 type = "local"
-path = "{tmp_path / 'out'}"
+path = "{tmp_path / "out"}"
 [integration.notify]
 type = "outbox"
-path = "{tmp_path / 'outbox'}"
+path = "{tmp_path / "outbox"}"
 from = "s@example.com"
 to = ["a@example.com"]
 events = ["config"]
@@ -57,8 +56,12 @@ events = ["config"]
 
 
 def siem(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "siem_plugins", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "siem_plugins", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -66,18 +69,21 @@ def test_ingest_while_syncing_skips_nothing_and_never_fails_locked(tmp_path: Pat
     cfg = write_config(tmp_path)
     SQLiteStore(tmp_path / "s.db").close()
     batches, size = 40, 250
-    ingester = subprocess.Popen([sys.executable, "-c", INGESTER, str(tmp_path / "s.db"),
-                                 str(batches), str(size)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    ingester = subprocess.Popen(
+        [sys.executable, "-c", INGESTER, str(tmp_path / "s.db"), str(batches), str(size)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     syncs = 0
     errors = []
     while ingester.poll() is None or syncs < 2:
         proc = siem("sync", "-c", str(cfg), "--no-progress")
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         syncs += 1
         if proc.returncode != 0 or "locked" in err:
             errors.append(err)
-    out, err = ingester.communicate(timeout=60)
+    _out, err = ingester.communicate(timeout=60)
     assert ingester.returncode == 0, err
     assert "locked" not in err
     final = siem("sync", "-c", str(cfg), "--no-progress")
@@ -96,8 +102,9 @@ def test_sigterm_during_run_finishes_in_flight_object_then_resumes(tmp_path: Pat
 
     total = 60_000
     store = SQLiteStore(tmp_path / "s.db")
-    store.append("acme", (canonicalize({**e, "seq": i}) for i, e in
-                          enumerate(generate(total, seed=9))))
+    store.append(
+        "acme", (canonicalize({**e, "seq": i}) for i, e in enumerate(generate(total, seed=9)))
+    )
     store.close()
     cfg = write_config(tmp_path, interval="1h", max_events=2000)
     run = siem("run", "-c", str(cfg))

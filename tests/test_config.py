@@ -38,8 +38,11 @@ to = ["admin@example.com"]
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "siem.toml"
-    path.write_text(textwrap.dedent(text).replace("{db}", str(tmp_path / "s.db"))
-                    .replace("{out}", str(tmp_path / "out")))
+    path.write_text(
+        textwrap.dedent(text)
+        .replace("{db}", str(tmp_path / "s.db"))
+        .replace("{out}", str(tmp_path / "out"))
+    )
     return path
 
 
@@ -53,38 +56,74 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
     assert rt.config.interval == 300
     [integ] = rt.integrations
     assert (integ.name, integ.config.account, integ.config.notify_events) == (
-        "acme", "acme", frozenset({"exempt_all"}))
+        "acme",
+        "acme",
+        frozenset({"exempt_all"}),
+    )
     rt.close()
 
 
 @pytest.mark.parametrize(
     ("old", "new", "where", "message"),
     [
-        ('format = "json"', 'format = "xml"', "integration[0].format.type",
-         "unknown formatter 'xml'; available: json, syslog"),
-        ('type = "local"', 'type = "ftp"', "integration[0].sink.type",
-         "unknown sink 'ftp'; available: local, s3"),
-        ('[integration.notify]', '[integration.notify]\ntype = "pager"',
-         "integration[0].notify.type", "unknown notifier 'pager'; available: email, outbox"),
-        ('type = "local"\npath', 'type = "s3"\nregion = "eu-west-1"\nxpath',
-         "integration[0].sink.bucket", "missing required setting"),
-        ('events = ["exempt_all"]', 'events = []', "integration[0].notify.events",
-         "select at least one event type"),
-        ('events = ["exempt_all"]', 'events = ["exempt_al"]', "integration[0].notify.events[0]",
-         "unknown log type 'exempt_al'; known: "),
+        (
+            'format = "json"',
+            'format = "xml"',
+            "integration[0].format.type",
+            "unknown formatter 'xml'; available: json, syslog",
+        ),
+        (
+            'type = "local"',
+            'type = "ftp"',
+            "integration[0].sink.type",
+            "unknown sink 'ftp'; available: local, s3",
+        ),
+        (
+            "[integration.notify]",
+            '[integration.notify]\ntype = "pager"',
+            "integration[0].notify.type",
+            "unknown notifier 'pager'; available: email, outbox",
+        ),
+        (
+            'type = "local"\npath',
+            'type = "s3"\nregion = "eu-west-1"\nxpath',
+            "integration[0].sink.bucket",
+            "missing required setting",
+        ),
+        (
+            'events = ["exempt_all"]',
+            "events = []",
+            "integration[0].notify.events",
+            "select at least one event type",
+        ),
+        (
+            'events = ["exempt_all"]',
+            'events = ["exempt_al"]',
+            "integration[0].notify.events[0]",
+            "unknown log type 'exempt_al'; known: ",
+        ),
         ('interval = "5m"', 'interval = "soon"', "interval", "expected a duration"),
-        ('interval = "5m"', 'interval = 0', "interval", "at least 1 second"),
-        ('name = "acme"', 'name = "acme"\nformt = "json"', "integration[0].formt",
-         "unknown setting 'formt'"),
-        ('[smtp]', '[smpt]\nx = 1\n[smtp]', "smpt", "unknown section [smpt]"),
-        ('port = 2525', 'port = "twenty"', "smtp.port", "expected an integer"),
-        ('to = ["admin@example.com"]', 'to = ["not an address"]', "integration[0].notify.to",
-         "item 0"),
+        ('interval = "5m"', "interval = 0", "interval", "at least 1 second"),
+        (
+            'name = "acme"',
+            'name = "acme"\nformt = "json"',
+            "integration[0].formt",
+            "unknown setting 'formt'",
+        ),
+        ("[smtp]", "[smpt]\nx = 1\n[smtp]", "smpt", "unknown section [smpt]"),
+        ("port = 2525", 'port = "twenty"', "smtp.port", "expected an integer"),
+        (
+            'to = ["admin@example.com"]',
+            'to = ["not an address"]',
+            "integration[0].notify.to",
+            "item 0",
+        ),
         ('interval = "5m"', 'interval = "5m"\nmax_workers = 0', "max_workers", "at least 1"),
     ],
 )
-def test_errors_name_the_file_and_key(tmp_path: Path, old: str, new: str, where: str,
-                                      message: str) -> None:
+def test_errors_name_the_file_and_key(
+    tmp_path: Path, old: str, new: str, where: str, message: str
+) -> None:
     text = textwrap.dedent(BASE)
     assert old in text
     path = write(tmp_path, text.replace(old, new, 1))
@@ -108,8 +147,10 @@ def test_missing_notify_and_invalid_toml(tmp_path: Path) -> None:
 
 def test_env_interpolation_and_redaction(tmp_path: Path) -> None:
     text = textwrap.dedent(BASE).replace(
-        'security = "none"', 'security = "starttls"\nusername = "siem"\n'
-        'password = "${SMTP_PASSWORD}"\nsubject_prefix = "${PREFIX:-[SIEM]}"')
+        'security = "none"',
+        'security = "starttls"\nusername = "siem"\n'
+        'password = "${SMTP_PASSWORD}"\nsubject_prefix = "${PREFIX:-[SIEM]}"',
+    )
     path = write(tmp_path, text)
     cfg = load_config(path, environ={"SMTP_PASSWORD": "hunter2-secret"})
     assert cfg.data["smtp"]["password"].reveal() == "hunter2-secret"
@@ -117,30 +158,50 @@ def test_env_interpolation_and_redaction(tmp_path: Path) -> None:
     printed = json.dumps(cfg.redacted())
     assert "hunter2" not in printed and '"password": "***"' in printed
     assert "hunter2" not in repr(cfg.data)
-    with pytest.raises(ConfigError, match=r"smtp\.password: environment variable SMTP_PASSWORD "
-                                          r"is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"smtp\.password: environment variable SMTP_PASSWORD "
+        r"is not set",
+    ):
         load_config(path, environ={})
 
 
 def test_cli_check_reports_config_errors_without_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, textwrap.dedent(BASE).replace('format = "json"', 'format = "xml"'))
-    proc = subprocess.run([sys.executable, "-m", "siem_plugins", "check", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "siem_plugins", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"config error: {path}: integration[0].format.type: unknown formatter 'xml'" in (
-        proc.stderr)
+        proc.stderr
+    )
 
 
 def test_cli_check_prints_redacted_config(tmp_path: Path) -> None:
     text = textwrap.dedent(BASE).replace(
-        'security = "none"', 'security = "starttls"\nusername = "siem"\n'
-        'password = "${SMTP_PASSWORD}"')
+        'security = "none"',
+        'security = "starttls"\nusername = "siem"\npassword = "${SMTP_PASSWORD}"',
+    )
     path = write(tmp_path, text)
     proc = subprocess.run(
-        [sys.executable, "-m", "siem_plugins", "check", "--no-probe", "--print-config", "-v",
-         "-c", str(path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "siem_plugins",
+            "check",
+            "--no-probe",
+            "--print-config",
+            "-v",
+            "-c",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"SMTP_PASSWORD": "hunter2-secret", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr

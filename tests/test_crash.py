@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,12 +36,12 @@ def config(tmp_path: Path, s3: S3Server, bucket: str, crash_rate: float) -> Path
     cfg.write_text(f"""
 plugins_dir = "{PLUGINS}"
 [store]
-url = "sqlite:///{tmp_path / 'siem.db'}"
+url = "sqlite:///{tmp_path / "siem.db"}"
 [s3]
-endpoint_url = "{opts['endpoint_url']}"
-region = "{opts['region']}"
-access_key_id = "{opts['access_key_id']}"
-secret_access_key = "{opts['secret_access_key']}"
+endpoint_url = "{opts["endpoint_url"]}"
+region = "{opts["region"]}"
+access_key_id = "{opts["access_key_id"]}"
+secret_access_key = "{opts["secret_access_key"]}"
 part_size = 5242880
 max_attempts = 2
 
@@ -52,7 +51,7 @@ account = "acme"
 format = "json"
 max_events = 3000
 sink = {{ type = "crashy-s3", bucket = "{bucket}", prefix = "gz/", crash_rate = {crash_rate} }}
-notify = {{ type = "outbox", path = "{tmp_path / 'outbox'}", from = "s@example.com", to = ["a@example.com"], events = ["config"] }}
+notify = {{ type = "outbox", path = "{tmp_path / "outbox"}", from = "s@example.com", to = ["a@example.com"], events = ["config"] }}
 
 [[integration]]
 name = "big"
@@ -61,21 +60,25 @@ format = "syslog"
 compression = "none"
 max_events = 25000
 sink = {{ type = "crashy-s3", bucket = "{bucket}", prefix = "big/", crash_rate = {crash_rate} }}
-notify = {{ type = "outbox", path = "{tmp_path / 'outbox'}", from = "s@example.com", to = ["a@example.com"], events = ["threat_detected"] }}
+notify = {{ type = "outbox", path = "{tmp_path / "outbox"}", from = "s@example.com", to = ["a@example.com"], events = ["threat_detected"] }}
 """)
     return cfg
 
 
 def sync(cfg: Path, seed: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SIEM_CRASH_SEED": str(seed)}
-    return subprocess.Popen([sys.executable, "-m", "siem_plugins", "sync", "-c", str(cfg),
-                             "--no-progress"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "siem_plugins", "sync", "-c", str(cfg), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 @pytest.mark.slow
-def test_sigkill_anywhere_then_resume_exactly_once(tmp_path: Path, s3_server: S3Server,
-                                                   s3_bucket: str) -> None:
+def test_sigkill_anywhere_then_resume_exactly_once(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
     from siem_plugins.demo import generate
 
     events = [{**e, "seq": i} for i, e in enumerate(generate(EVENTS, seed=11))]
@@ -88,7 +91,7 @@ def test_sigkill_anywhere_then_resume_exactly_once(tmp_path: Path, s3_server: S3
     open_uploads_seen = 0
     for trial in range(TRIALS):
         # New events arrive before every run, so every trial has work to be killed in.
-        part = events[trial * chunk:(trial + 1) * chunk]
+        part = events[trial * chunk : (trial + 1) * chunk]
         store.append("acme", (canonicalize(e) for e in part))
         proc = sync(crashy, seed=trial)
         try:
@@ -103,8 +106,7 @@ def test_sigkill_anywhere_then_resume_exactly_once(tmp_path: Path, s3_server: S3
             else:
                 assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
                 kills["finished"] += 1
-        open_uploads_seen += len(client.list_multipart_uploads(Bucket=s3_bucket)
-                                 .get("Uploads", []))
+        open_uploads_seen += len(client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []))
     store.close()
     assert kills["timer"] >= 4 and kills["plugin"] >= 2, kills
 
@@ -117,8 +119,9 @@ def test_sigkill_anywhere_then_resume_exactly_once(tmp_path: Path, s3_server: S3
     for prefix, compressed in (("gz/", True), ("big/", False)):
         seen: Counter[int] = Counter()
         keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket,
-                                                                    Prefix=prefix):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=s3_bucket, Prefix=prefix
+        ):
             for obj in page.get("Contents", []):
                 keys.append(obj["Key"])
                 got = client.get_object(Bucket=s3_bucket, Key=obj["Key"])
@@ -128,8 +131,9 @@ def test_sigkill_anywhere_then_resume_exactly_once(tmp_path: Path, s3_server: S3
                 meta = got["Metadata"]
                 assert len(lines) == int(meta["siem-count"])  # complete, never partial
                 first, last = int(meta["siem-first-id"]), int(meta["siem-last-id"])
-                assert obj["Key"].endswith(f"_{first:020d}-{last:020d}."
-                                           f"{'json.gz' if compressed else 'log'}")
+                assert obj["Key"].endswith(
+                    f"_{first:020d}-{last:020d}.{'json.gz' if compressed else 'log'}"
+                )
                 for line in lines:
                     text = line if compressed else b"{" + line.split(b" - ", 3)[3] + b"}"
                     seen[orjson.loads(text)["seq"]] += 1
@@ -142,5 +146,4 @@ def test_sigkill_anywhere_then_resume_exactly_once(tmp_path: Path, s3_server: S3
         assert state.cursor(name, NOTIFIER) == EVENTS
         assert state.pending(name, SINK) is None
     state.close()
-    print(f"crash trials: {kills}; multipart uploads found open after kills: "
-          f"{open_uploads_seen}")  # noqa: T201 (shown with -s; quoted in the issue note)
+    print(f"crash trials: {kills}; multipart uploads found open after kills: {open_uploads_seen}")

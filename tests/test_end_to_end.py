@@ -18,8 +18,10 @@ from siem_plugins.testkit.smtpserver import SMTPServer
 
 DATA = Path(__file__).parent / "data"
 RFC5424 = re.compile(r"<134>1 (\S+) - metadefender-it-access - (\S+) - (.*)\Z")
-KEY = re.compile(r"siem/acme/2\d{3}/\d\d/\d\d/2\d{3}-\d\d-\d\dT\d{6}Z_"
-                 r"(\d{20})-(\d{20})\.(json|log)\.gz\Z")
+KEY = re.compile(
+    r"siem/acme/2\d{3}/\d\d/\d\d/2\d{3}-\d\d-\d\dT\d{6}Z_"
+    r"(\d{20})-(\d{20})\.(json|log)\.gz\Z"
+)
 
 
 def toml_value(value: Any) -> str:
@@ -31,8 +33,11 @@ def write_config(path: Path, s3: S3Server, bucket: str, smtp: SMTPServer) -> Non
     sink.pop("type")
     sink_lines = "\n".join(f"{k} = {toml_value(v)}" for k, v in sink.items() if k != "bucket")
     integrations = ""
-    for name, fmt in (("acme-json", '"json"'), ("acme-syslog", '{ type = "syslog" }'),
-                      ("acme-bare", '{ type = "syslog", framing = "bare" }')):
+    for name, fmt in (
+        ("acme-json", '"json"'),
+        ("acme-syslog", '{ type = "syslog" }'),
+        ("acme-bare", '{ type = "syslog", framing = "bare" }'),
+    ):
         integrations += f"""
 [[integration]]
 name = "{name}"
@@ -48,7 +53,7 @@ to = ["soc@acme.example", "ciso@acme.example"]
 """
     path.write_text(f"""
 [store]
-url = "sqlite:///{path.parent / 'siem.db'}"
+url = "sqlite:///{path.parent / "siem.db"}"
 
 [s3]
 {sink_lines}
@@ -63,8 +68,13 @@ from = "siem@metadefender.example"
 
 def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "siem_plugins", *args], input=stdin,
-                          capture_output=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "siem_plugins", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def objects(s3: S3Server, bucket: str, prefix: str) -> dict[str, bytes]:
@@ -77,8 +87,9 @@ def objects(s3: S3Server, bucket: str, prefix: str) -> dict[str, bytes]:
     return out
 
 
-def test_seed_events_to_s3_and_email(tmp_path: Path, s3_server: S3Server, s3_bucket: str,
-                                     smtp_server: SMTPServer) -> None:
+def test_seed_events_to_s3_and_email(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, smtp_server: SMTPServer
+) -> None:
     cfg = tmp_path / "siem.toml"
     write_config(cfg, s3_server, s3_bucket, smtp_server)
     seed = (DATA / "seed_events.ndjson").read_bytes()
@@ -100,9 +111,14 @@ def test_seed_events_to_s3_and_email(tmp_path: Path, s3_server: S3Server, s3_buc
     expected_json = json.loads((DATA / "seed_json_examples.json").read_text())
     assert [json.loads(x) for x in lines[:2]] == expected_json
     head = s3_server.client().head_object(Bucket=s3_bucket, Key=key)
-    assert head["Metadata"] == {"siem-integration": "acme-json", "siem-account": "acme",
-                                "siem-first-id": "1", "siem-last-id": "4", "siem-count": "4",
-                                "siem-format": "json"}
+    assert head["Metadata"] == {
+        "siem-integration": "acme-json",
+        "siem-account": "acme",
+        "siem-first-id": "1",
+        "siem-last-id": "4",
+        "siem-count": "4",
+        "siem-format": "json",
+    }
 
     # SYSLOG: RFC 5424 lines whose bodies are the documentation's SYSLOG lines.
     seed_syslog = (DATA / "seed_syslog_examples.txt").read_text().splitlines()
@@ -134,8 +150,9 @@ def test_seed_events_to_s3_and_email(tmp_path: Path, s3_server: S3Server, s3_buc
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
-def test_check_probes_s3_and_smtp(tmp_path: Path, s3_server: S3Server, s3_bucket: str,
-                                  smtp_server: SMTPServer) -> None:
+def test_check_probes_s3_and_smtp(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, smtp_server: SMTPServer
+) -> None:
     cfg = tmp_path / "siem.toml"
     write_config(cfg, s3_server, s3_bucket, smtp_server)
     ok = cli("check", "-c", str(cfg))

@@ -45,7 +45,7 @@ def test_unknown_fields_are_kept_after_known_ones_in_input_order() -> None:
     event = seed_events()[2] | {"zeta": 1, "alpha": {"nested": [1, 2]}}
     keys = list(orjson.loads(canonicalize({"zeta": 1, **event}).raw))
     assert keys[: len(FIELD_ORDER["Account"])] == list(FIELD_ORDER["Account"])
-    assert keys[len(FIELD_ORDER["Account"]):] == ["zeta", "alpha"]
+    assert keys[len(FIELD_ORDER["Account"]) :] == ["zeta", "alpha"]
 
 
 @pytest.mark.parametrize(

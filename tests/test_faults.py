@@ -18,15 +18,27 @@ from siem_plugins.testkit.smtpserver import SMTPServer
 from tests.helpers import ingest, numbered, runtime
 
 
-def s3_integration(name: str, s3: S3Server, bucket: str, smtp: SMTPServer | None = None,
-                   **extra: Any) -> dict[str, Any]:
+def s3_integration(
+    name: str, s3: S3Server, bucket: str, smtp: SMTPServer | None = None, **extra: Any
+) -> dict[str, Any]:
     sink = s3.sink_options(bucket, prefix=f"{name}/", max_attempts=6)
-    notify: dict[str, Any] = {"events": ["exempt_all", "config"], "to": ["soc@example.com"],
-                              "from": "siem@example.com", "security": "none",
-                              "host": smtp.host if smtp else "127.0.0.1",
-                              "port": smtp.port if smtp else 9, "timeout": 5}
-    return {"name": name, "account": "acme", "format": "json", "sink": sink,
-            "notify": notify, **extra}
+    notify: dict[str, Any] = {
+        "events": ["exempt_all", "config"],
+        "to": ["soc@example.com"],
+        "from": "siem@example.com",
+        "security": "none",
+        "host": smtp.host if smtp else "127.0.0.1",
+        "port": smtp.port if smtp else 9,
+        "timeout": 5,
+    }
+    return {
+        "name": name,
+        "account": "acme",
+        "format": "json",
+        "sink": sink,
+        "notify": notify,
+        **extra,
+    }
 
 
 def shipped(s3: S3Server, bucket: str, prefix: str) -> Counter[int]:
@@ -44,8 +56,14 @@ def no_open_uploads(s3: S3Server, bucket: str) -> bool:
 
 
 def test_transient_s3_faults_are_retried_and_data_lands_once(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
-        s3_bucket: str, smtp_server: SMTPServer, s3_fast_retries: None) -> None:
+    tmp_path: Path,
+    siem_store: SQLiteStore,
+    siem_events: Any,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_server: SMTPServer,
+    s3_fast_retries: None,
+) -> None:
     ingest(siem_store, "acme", numbered(siem_events(6000)))
     faults = s3_server.faults
     assert faults is not None
@@ -54,8 +72,10 @@ def test_transient_s3_faults_are_retried_and_data_lands_once(
     faults.fail_next(1, status=503, code="SlowDown", op="CompleteMultipartUpload")
     faults.reset_connection_next(1, when="before", op="UploadPart")
     faults.reset_connection_next(1, when="after", op="CompleteMultipartUpload")
-    rt = runtime(siem_store.path, [s3_integration("acme", s3_server, s3_bucket, smtp_server,
-                                                  max_events=1000)])
+    rt = runtime(
+        siem_store.path,
+        [s3_integration("acme", s3_server, s3_bucket, smtp_server, max_events=1000)],
+    )
     result = Pipeline(rt).sync(rt.integrations[0])
     assert result.ok, result.errors
     assert faults.pending() == 0 and faults.injected() == 7
@@ -75,8 +95,13 @@ def test_transient_s3_faults_are_retried_and_data_lands_once(
 
 
 def test_permanent_s3_errors_are_named_and_do_not_hold_back_others(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
-        s3_bucket: str, smtp_server: SMTPServer) -> None:
+    tmp_path: Path,
+    siem_store: SQLiteStore,
+    siem_events: Any,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_server: SMTPServer,
+) -> None:
     ingest(siem_store, "acme", numbered(siem_events(500)))
     integrations = [
         s3_integration("missing", s3_server, "no-such-bucket-here", smtp_server),
@@ -90,8 +115,10 @@ def test_permanent_s3_errors_are_named_and_do_not_hold_back_others(
     rt = runtime(siem_store.path, integrations)
     pipe = Pipeline(rt)
     results = {i.name: pipe.sync(i) for i in rt.integrations}
-    assert "integration 'missing': sink s3://no-such-bucket-here/missing/" in (
-        results["missing"].errors[SINK])
+    assert (
+        "integration 'missing': sink s3://no-such-bucket-here/missing/"
+        in (results["missing"].errors[SINK])
+    )
     assert "NoSuchBucket" in results["missing"].errors[SINK]
     assert "integration 'denied': sink s3://" in results["denied"].errors[SINK]
     assert "AccessDenied" in results["denied"].errors[SINK]
@@ -114,8 +141,8 @@ def test_permanent_s3_errors_are_named_and_do_not_hold_back_others(
 
 
 def test_smtp_outage_does_not_delay_s3_and_alerts_go_out_once_when_back(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
-        s3_bucket: str) -> None:
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server, s3_bucket: str
+) -> None:
     events = siem_events(800)
     selected = sum(e["log_type"] in ("exempt_all", "config") for e in events)
     ingest(siem_store, "acme", numbered(events))
@@ -123,8 +150,9 @@ def test_smtp_outage_does_not_delay_s3_and_alerts_go_out_once_when_back(
     smtp.stop()  # down: connection refused
 
     def build(server: SMTPServer) -> Runtime:
-        return runtime(siem_store.path, [s3_integration("acme", s3_server, s3_bucket, server,
-                                                        max_events=300)])
+        return runtime(
+            siem_store.path, [s3_integration("acme", s3_server, s3_bucket, server, max_events=300)]
+        )
 
     rt = build(smtp)
     result = Pipeline(rt).sync(rt.integrations[0])
@@ -152,12 +180,22 @@ def test_smtp_outage_does_not_delay_s3_and_alerts_go_out_once_when_back(
 
 
 def test_smtp_auth_failure_keeps_the_cursor_and_never_leaks_the_password(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Any, s3_server: S3Server,
-        s3_bucket: str, smtp_tls_server: SMTPServer, caplog: Any) -> None:
+    tmp_path: Path,
+    siem_store: SQLiteStore,
+    siem_events: Any,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_tls_server: SMTPServer,
+    caplog: Any,
+) -> None:
     ingest(siem_store, "acme", numbered(siem_events(100)))
     integ = s3_integration("acme", s3_server, s3_bucket, smtp_tls_server)
-    integ["notify"].update(security="starttls", ca_file=smtp_tls_server.ca_file,
-                           username="siem", password="wrong-Pa55word-xyz")
+    integ["notify"].update(
+        security="starttls",
+        ca_file=smtp_tls_server.ca_file,
+        username="siem",
+        password="wrong-Pa55word-xyz",
+    )
     caplog.set_level("DEBUG")
     rt = runtime(siem_store.path, [integ])
     result = Pipeline(rt).sync(rt.integrations[0])

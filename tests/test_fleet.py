@@ -4,6 +4,7 @@ processes, dozens of integrations, and a worker SIGKILLed in the middle of a syn
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import secrets
 import signal
@@ -29,8 +30,13 @@ REDIS = os.environ.get("SIEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 RABBIT = os.environ.get("SIEM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
-def write_config(path: Path, pg_url: str, s3: S3Server, broker: str,
-                 integrations: list[tuple[str, str, dict[str, Any]]]) -> None:
+def write_config(
+    path: Path,
+    pg_url: str,
+    s3: S3Server,
+    broker: str,
+    integrations: list[tuple[str, str, dict[str, Any]]],
+) -> None:
     opts = s3.sink_options("x")
     text = f"""
 interval = "1s"
@@ -41,10 +47,10 @@ url = "{pg_url}"
 broker_url = "{broker}"
 queue = "siem-test-{secrets.token_hex(4)}"
 [s3]
-endpoint_url = "{opts['endpoint_url']}"
-region = "{opts['region']}"
-access_key_id = "{opts['access_key_id']}"
-secret_access_key = "{opts['secret_access_key']}"
+endpoint_url = "{opts["endpoint_url"]}"
+region = "{opts["region"]}"
+access_key_id = "{opts["access_key_id"]}"
+secret_access_key = "{opts["secret_access_key"]}"
 """
     for name, bucket, extra in integrations:
         sink_type = extra.pop("sink_type", "s3")
@@ -54,18 +60,22 @@ secret_access_key = "{opts['secret_access_key']}"
 name = "{name}"
 account = "{name}"
 format = "json"
-max_events = {extra.get('max_events', 1000)}
-batch_size = {extra.get('batch_size', 5000)}
+max_events = {extra.get("max_events", 1000)}
+batch_size = {extra.get("batch_size", 5000)}
 sink = {{ type = "{sink_type}", bucket = "{bucket}"{sink_extra} }}
-notify = {{ type = "outbox", path = "{path.parent / 'outbox'}", from = "s@example.com", to = ["a@example.com"], events = ["config"] }}
+notify = {{ type = "outbox", path = "{path.parent / "outbox"}", from = "s@example.com", to = ["a@example.com"], events = ["config"] }}
 """
     path.write_text(text)
 
 
 def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "siem_plugins", *args], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "siem_plugins", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
@@ -90,15 +100,21 @@ def shipped(s3: S3Server, bucket: str) -> Counter[int]:
 
 def sync_runs(pg_url: str) -> list[tuple[str, str, Any, Any]]:
     with psycopg.connect(pg_url) as conn:
-        rows = conn.execute("SELECT integration, worker, started, finished FROM siem_sync_run"
-                            " ORDER BY integration, started").fetchall()
+        rows = conn.execute(
+            "SELECT integration, worker, started, finished FROM siem_sync_run"
+            " ORDER BY integration, started"
+        ).fetchall()
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 @pytest.mark.slow
 def test_workers_share_integrations_exactly_once_and_survive_a_kill(
-        tmp_path: Path, pg_url: str, s3_server: S3Server, siem_events: Any,
-        procs: list[subprocess.Popen[bytes]]) -> None:
+    tmp_path: Path,
+    pg_url: str,
+    s3_server: S3Server,
+    siem_events: Any,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
     names = [f"acct{i:02d}" for i in range(24)]
     per_account = 300
     store = PostgresStore(pg_url)
@@ -106,17 +122,27 @@ def test_workers_share_integrations_exactly_once_and_survive_a_kill(
     events = siem_events(per_account * 2)
     for n in names:
         s3_server.create_bucket(f"b-{n}")
-        store.append(n, (canonicalize({**e, "seq": i}) for i, e in
-                         enumerate(events[:per_account])))
+        store.append(n, (canonicalize({**e, "seq": i}) for i, e in enumerate(events[:per_account])))
         expected[n] = per_account
     slow_total = 600
     s3_server.create_bucket("b-slowpoke")
-    store.append("slowpoke", (canonicalize({**e, "seq": i}) for i, e in
-                              enumerate(siem_events(slow_total, seed=4))))
+    store.append(
+        "slowpoke",
+        (canonicalize({**e, "seq": i}) for i, e in enumerate(siem_events(slow_total, seed=4))),
+    )
     integrations = [(n, f"b-{n}", {}) for n in names]
-    integrations.append(("slowpoke", "b-slowpoke",
-                         {"sink_type": "slow-s3", "sink": {"delay": 0.25}, "batch_size": 20,
-                          "max_events": 10_000}))
+    integrations.append(
+        (
+            "slowpoke",
+            "b-slowpoke",
+            {
+                "sink_type": "slow-s3",
+                "sink": {"delay": 0.25},
+                "batch_size": 20,
+                "max_events": 10_000,
+            },
+        )
+    )
     cfg = tmp_path / "siem.toml"
     write_config(cfg, pg_url, s3_server, REDIS, integrations)
     log = tmp_path / "fleet.log"
@@ -139,8 +165,13 @@ def test_workers_share_integrations_exactly_once_and_survive_a_kill(
 
     # More events arrive while the fleet runs.
     for n in names[:6]:
-        store.append(n, (canonicalize({**e, "seq": i}) for i, e in
-                         enumerate(events[per_account:], start=per_account)))
+        store.append(
+            n,
+            (
+                canonicalize({**e, "seq": i})
+                for i, e in enumerate(events[per_account:], start=per_account)
+            ),
+        )
         expected[n] = per_account * 2
     store.close()
 
@@ -149,7 +180,9 @@ def test_workers_share_integrations_exactly_once_and_survive_a_kill(
     while time.monotonic() < deadline:
         done = all(state.cursor(n, SINK) >= 1 for n in names) and all(
             sum(shipped_counts.values()) == expected[n]
-            for n in names[:6] for shipped_counts in [shipped(s3_server, f"b-{n}")])
+            for n in names[:6]
+            for shipped_counts in [shipped(s3_server, f"b-{n}")]
+        )
         if done and state.cursor("slowpoke", SINK) > 0 and state.pending("slowpoke", SINK) is None:
             break
         time.sleep(1)
@@ -182,15 +215,20 @@ def test_workers_share_integrations_exactly_once_and_survive_a_kill(
         assert finished or int(worker.split(":")[1]) == victim
         by_name.setdefault(name, []).append((started.timestamp(), end))
     for name, spans in by_name.items():
-        for (s1, e1), (s2, _e2) in zip(spans, spans[1:], strict=False):
+        for (s1, e1), (s2, _e2) in itertools.pairwise(spans):
             assert s2 >= e1, f"{name}: overlapping syncs {s1}-{e1} and {s2}"
     print(f"fleet: {len(runs)} syncs by {len(workers)} workers over {len(by_name)} integrations")
 
 
 @pytest.mark.parametrize("broker", [REDIS, RABBIT], ids=["redis", "rabbitmq"])
-def test_both_brokers_carry_the_tasks(tmp_path: Path, pg_url: str, s3_server: S3Server,
-                                      siem_events: Any, broker: str,
-                                      procs: list[subprocess.Popen[bytes]]) -> None:
+def test_both_brokers_carry_the_tasks(
+    tmp_path: Path,
+    pg_url: str,
+    s3_server: S3Server,
+    siem_events: Any,
+    broker: str,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
     names = ["one", "two", "three"]
     store = PostgresStore(pg_url)
     for n in names:
@@ -200,16 +238,32 @@ def test_both_brokers_carry_the_tasks(tmp_path: Path, pg_url: str, s3_server: S3
     cfg = tmp_path / "siem.toml"
     write_config(cfg, pg_url, s3_server, broker, [(n, f"b-{n}", {}) for n in names])
     log = tmp_path / "fleet.log"
-    procs.append(spawn("worker", "-c", str(cfg), "--pool", "threads", "--concurrency", "2",
-                       log=log))
-    beat = subprocess.run([sys.executable, "-m", "siem_plugins", "run", "--executor", "celery",
-                           "--cycles", "1", "-c", str(cfg)], capture_output=True, text=True,
-                          timeout=60)
+    procs.append(
+        spawn("worker", "-c", str(cfg), "--pool", "threads", "--concurrency", "2", log=log)
+    )
+    beat = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "siem_plugins",
+            "run",
+            "--executor",
+            "celery",
+            "--cycles",
+            "1",
+            "-c",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert beat.returncode == 0, beat.stderr
     state = PgState(pg_url)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(
-            state.cursor(n, SINK) > 0 and state.pending(n, SINK) is None for n in names):
+        state.cursor(n, SINK) > 0 and state.pending(n, SINK) is None for n in names
+    ):
         time.sleep(0.2)
     state.close()
     for n in names:

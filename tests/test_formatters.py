@@ -60,15 +60,28 @@ def test_rfc5424_framing() -> None:
         assert m["pri"] == "134"  # local0.info
         assert m["ts"] == event.timestamp
         assert (m["host"], m["app"], m["procid"], m["msgid"]) == (
-            "-", "metadefender-it-access", "-", event.log_type)
+            "-",
+            "metadefender-it-access",
+            "-",
+            event.log_type,
+        )
         assert m["body"] == event.raw[1:-1].decode()
     assert [RFC5424.match(x)["body"] for x in out[2:]] == seed_lines  # type: ignore[index]
 
 
 def test_rfc3164_framing_and_options() -> None:
-    fmt = SyslogFormatter.from_options(Options(
-        {"framing": "rfc3164", "facility": "audit", "severity": "notice",
-         "hostname": "mdita.example.com", "app_name": "mdita"}, path="integration[0].format"))
+    fmt = SyslogFormatter.from_options(
+        Options(
+            {
+                "framing": "rfc3164",
+                "facility": "audit",
+                "severity": "notice",
+                "hostname": "mdita.example.com",
+                "app_name": "mdita",
+            },
+            path="integration[0].format",
+        )
+    )
     line = fmt.format(seed()[:1]).decode()
     assert line.startswith('<109>Jul 15 08:55:12 mdita.example.com mdita: "log_type":"exempt_all"')
     assert line.endswith('"timestamp":"2022-07-15T08:55:12.279Z"\n')
@@ -101,9 +114,13 @@ FORMATTERS: list[Callable[[], Any]] = [
 @pytest.mark.parametrize("make", FORMATTERS)
 def test_one_line_per_event_whatever_the_text(make: Callable[[], Any]) -> None:
     nasty = {
-        "log_type": "added", "device_name": "evil\r\nBcc: x@example.com\u2028",
-        "device_id": "d-1\n<13>1 fake", "device_group": "Ünïcødé 漢字 🚀",
-        "details": "tab\there\u0085next", "type": "Device", "device_username": "\"quoted\"",
+        "log_type": "added",
+        "device_name": "evil\r\nBcc: x@example.com\u2028",
+        "device_id": "d-1\n<13>1 fake",
+        "device_group": "Ünïcødé 漢字 🚀",
+        "details": "tab\there\u0085next",
+        "type": "Device",
+        "device_username": '"quoted"',
         "timestamp": "2022-07-15T08:55:12.279Z",
     }
     events = to_events([nasty] * 3)
@@ -111,15 +128,16 @@ def test_one_line_per_event_whatever_the_text(make: Callable[[], Any]) -> None:
     assert out.count(b"\n") == 3 and out.endswith(b"\n")
     assert b"\r" not in out
     for line in out.split(b"\n")[:-1]:
-        obj = line if line.startswith(b"{") else b"{" + line[line.index(b'"log_type"'):] + b"}"
+        obj = line if line.startswith(b"{") else b"{" + line[line.index(b'"log_type"') :] + b"}"
         assert orjson.loads(obj)["device_name"] == nasty["device_name"]
 
 
 @pytest.mark.parametrize("make", FORMATTERS)
-def test_deterministic_and_batch_independent(make: Callable[[], Any],
-                                             siem_events: Callable[..., list[dict[str, Any]]]) -> None:
+def test_deterministic_and_batch_independent(
+    make: Callable[[], Any], siem_events: Callable[..., list[dict[str, Any]]]
+) -> None:
     events = to_events(siem_events(500, seed=7))
     whole = make().format(events)
     assert make().format(events) == whole
-    assert b"".join(make().format(events[i:i + 37]) for i in range(0, 500, 37)) == whole
+    assert b"".join(make().format(events[i : i + 37]) for i in range(0, 500, 37)) == whole
     assert make().format([]) == b""

@@ -45,25 +45,37 @@ def test_drop_in_folder_and_bad_plugins_are_skipped_not_fatal(tmp_path: Path) ->
     hooks = tmp_path / "hooks"
     write(hooks, "good.py", GOOD)
     write(hooks, "broken.py", "import does_not_exist_anywhere\n")
-    write(hooks, "typo.py", """
+    write(
+        hooks,
+        "typo.py",
+        """
         from siem_plugins import hookimpl
         @hookimpl
         def siem_register_sink():
             return []
-    """)
-    write(hooks, "dupe.py", """
+    """,
+    )
+    write(
+        hooks,
+        "dupe.py",
+        """
         from siem_plugins import FormatterSpec, hookimpl
         from siem_plugins.builtin.jsonfmt import JSONFormatter
         @hookimpl
         def siem_register_formatters():
             return [FormatterSpec(name="json", factory=JSONFormatter.from_options)]
-    """)
-    write(hooks, "wrongtype.py", """
+    """,
+    )
+    write(
+        hooks,
+        "wrongtype.py",
+        """
         from siem_plugins import hookimpl
         @hookimpl
         def siem_register_notifiers():
             return ["not a descriptor"]
-    """)
+    """,
+    )
     write(hooks, "_private.py", "raise SystemExit('never imported')\n")
     host = create_host(hooks, entry_points=False, disabled=())
     assert "mirror" in host.names("sink")
@@ -72,8 +84,10 @@ def test_drop_in_folder_and_bad_plugins_are_skipped_not_fatal(tmp_path: Path) ->
     assert set(failures) == {"broken", "typo", "dupe", "wrongtype"}
     assert "ModuleNotFoundError" in failures["broken"]
     assert "unknown hook(s) siem_register_sink" in failures["typo"]
-    assert "formatter name 'json' is already registered by plugin 'jsonfmt' (built-in)" in (
-        failures["dupe"])
+    assert (
+        "formatter name 'json' is already registered by plugin 'jsonfmt' (built-in)"
+        in (failures["dupe"])
+    )
     assert "report this to the authors of 'dupe'" in failures["dupe"]
     assert "expected NotifierSpec" in failures["wrongtype"]
     assert host.names("formatter") == ["json", "syslog"]  # the built-in keeps its name
@@ -81,12 +95,15 @@ def test_drop_in_folder_and_bad_plugins_are_skipped_not_fatal(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         host.spec("sink", "splunk", where=Options({}, path="integration[0].sink", file="s.toml"))
     message = str(info.value)
-    assert message.startswith("s.toml: integration[0].sink.type: unknown sink 'splunk'; "
-                              "available: local, mirror, s3")
+    assert message.startswith(
+        "s.toml: integration[0].sink.type: unknown sink 'splunk'; available: local, mirror, s3"
+    )
     assert "plugin 'broken'" in message
 
 
-def test_disabled_plugins_are_never_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_plugins_are_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hooks = tmp_path / "hooks"
     marker = tmp_path / "imported"
     write(hooks, "noisy.py", f"open({str(marker)!r}, 'w').close()\n")
@@ -99,7 +116,9 @@ def test_disabled_plugins_are_never_imported(tmp_path: Path, monkeypatch: pytest
     assert marker.exists()
 
 
-def test_trace_logs_hook_calls(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_trace_logs_hook_calls(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("SIEM_TRACE_PLUGINS", "1")
     host = create_host(None, entry_points=False, disabled=())
     with caplog.at_level(logging.INFO, logger="siem_plugins.host"):
@@ -112,7 +131,9 @@ def test_an_observer_that_raises_does_not_break_the_sync(caplog: pytest.LogCaptu
 
     class Bad:
         @hookimpl
-        def siem_sync_failed(self, integration: str, destination: str, error: BaseException) -> None:
+        def siem_sync_failed(
+            self, integration: str, destination: str, error: BaseException
+        ) -> None:
             raise ValueError("observer bug")
 
     host = create_host(None, entry_points=False, disabled=(), extra=[("bad", Bad())])

@@ -18,7 +18,7 @@ from siem_plugins.state import NOTIFIER, SINK
 from tests.helpers import ingest, integration, local_objects, numbered, runtime, seqs_in
 
 Events = Callable[..., list[dict[str, Any]]]
-KEY_RE = (r"acme/\d{4}/\d\d/\d\d/\d{4}-\d\d-\d\dT\d{6}Z_(\d{20})-(\d{20})\.json\.gz")
+KEY_RE = r"acme/\d{4}/\d\d/\d\d/\d{4}-\d\d-\d\dT\d{6}Z_(\d{20})-(\d{20})\.json\.gz"
 
 
 def local(tmp_path: Path) -> dict[str, Any]:
@@ -26,7 +26,8 @@ def local(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_catch_up_in_capped_objects_every_event_once(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
     ids = ingest(siem_store, "acme", numbered(siem_events(1000)))
     ingest(siem_store, "other", numbered(siem_events(50, seed=3), start=5000))
     rt = runtime(siem_store.path, [integration("acme", local(tmp_path), max_events=300)])
@@ -39,8 +40,12 @@ def test_catch_up_in_capped_objects_every_event_once(
     import re
 
     ranges = [tuple(map(int, re.fullmatch(KEY_RE, k).groups())) for k in keys]  # type: ignore[union-attr]
-    assert ranges == [(ids[0], ids[299]), (ids[300], ids[599]), (ids[600], ids[899]),
-                      (ids[900], ids[999])]
+    assert ranges == [
+        (ids[0], ids[299]),
+        (ids[300], ids[599]),
+        (ids[600], ids[899]),
+        (ids[900], ids[999]),
+    ]
     shipped = [s for data in objects.values() for s in seqs_in(data)]
     assert shipped == list(range(1, 1001))  # every event once, in order, no other account
     assert rt.state.cursor("acme", SINK) == ids[-1]
@@ -51,10 +56,14 @@ def test_catch_up_in_capped_objects_every_event_once(
     rt.close()
 
 
-def test_max_bytes_caps_objects(tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+def test_max_bytes_caps_objects(
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
     ingest(siem_store, "acme", numbered(siem_events(400)))
-    rt = runtime(siem_store.path, [integration("acme", local(tmp_path), max_bytes="16 KiB",
-                                               compression="none")])
+    rt = runtime(
+        siem_store.path,
+        [integration("acme", local(tmp_path), max_bytes="16 KiB", compression="none")],
+    )
     result = Pipeline(rt).sync(rt.integrations[0])
     assert len(result.objects) > 5
     sizes = [r.size for r in result.objects]
@@ -102,12 +111,16 @@ class FlakyPlugin:
 
 
 def test_a_failed_object_is_replayed_with_the_same_key_and_bytes(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
     ingest(siem_store, "acme", numbered(siem_events(250)))
     FlakySink.failures, FlakySink.opened = 1, []
     flaky = {"type": "flaky", "path": str(tmp_path / "flaky")}
-    rt = runtime(siem_store.path, [integration("acme", flaky, max_events=100)],
-                 plugins=[("flaky", FlakyPlugin())])
+    rt = runtime(
+        siem_store.path,
+        [integration("acme", flaky, max_events=100)],
+        plugins=[("flaky", FlakyPlugin())],
+    )
     integ = rt.integrations[0]
     first = Pipeline(rt).sync(integ)
     assert "disk vanished" in first.errors[SINK] and "'acme'" in first.errors[SINK]
@@ -136,7 +149,8 @@ def test_a_failed_object_is_replayed_with_the_same_key_and_bytes(
 
 
 def test_a_changed_config_replans_the_pending_intent(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
     ingest(siem_store, "acme", numbered(siem_events(20)))
     FlakySink.failures, FlakySink.opened = 1, []
     flaky = {"type": "flaky", "path": str(tmp_path / "out")}
@@ -144,8 +158,11 @@ def test_a_changed_config_replans_the_pending_intent(
     assert not Pipeline(rt).sync(rt.integrations[0]).ok
     assert rt.state.pending("acme", SINK) is not None
     rt.close()
-    rt = runtime(siem_store.path, [integration("acme", flaky, fmt="syslog")],
-                 plugins=[("flaky", FlakyPlugin())])
+    rt = runtime(
+        siem_store.path,
+        [integration("acme", flaky, fmt="syslog")],
+        plugins=[("flaky", FlakyPlugin())],
+    )
     result = Pipeline(rt).sync(rt.integrations[0])
     assert result.ok and result.objects[0].key.endswith(".log.gz")
     assert rt.state.cursor("acme", SINK) == 20
@@ -174,19 +191,35 @@ class Recorder:
 
 
 def test_lifecycle_hooks_are_called_per_object_not_per_event(
-        tmp_path: Path, siem_store: SQLiteStore, siem_events: Events) -> None:
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
     events = siem_events(5000)
     ingest(siem_store, "acme", events)
     selected = sum(e["log_type"] in ("exempt_all", "config") for e in events)
     rec = Recorder()
-    notify = {"type": "outbox", "path": str(tmp_path / "outbox"), "from": "s@example.com",
-              "to": ["a@example.com"], "events": ["exempt_all", "config"]}
-    rt = runtime(siem_store.path, [integration("acme", local(tmp_path), notify=notify,
-                                               max_events=2000)], plugins=[("rec", rec)])
+    notify = {
+        "type": "outbox",
+        "path": str(tmp_path / "outbox"),
+        "from": "s@example.com",
+        "to": ["a@example.com"],
+        "events": ["exempt_all", "config"],
+    }
+    rt = runtime(
+        siem_store.path,
+        [integration("acme", local(tmp_path), notify=notify, max_events=2000)],
+        plugins=[("rec", rec)],
+    )
     assert Pipeline(rt).sync(rt.integrations[0]).ok
-    assert rec.calls == [("started", SINK), ("written", 2000), ("started", SINK), ("written", 2000),
-                         ("started", SINK), ("written", 1000), ("started", NOTIFIER),
-                         ("notified", selected)]
+    assert rec.calls == [
+        ("started", SINK),
+        ("written", 2000),
+        ("started", SINK),
+        ("written", 2000),
+        ("started", SINK),
+        ("written", 1000),
+        ("started", NOTIFIER),
+        ("notified", selected),
+    ]
     mails = list((tmp_path / "outbox").rglob("*.eml"))
     assert len(mails) == 1
     rt.close()

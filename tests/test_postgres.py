@@ -22,10 +22,24 @@ from tests.helpers import local_objects, numbered, seqs_in
 
 
 def pg_runtime(url: str, tmp_path: Path, **extra: Any) -> Runtime:
-    raw = {"store": {"url": url}, "integration": [{
-        "name": "acme", "format": "json", "sink": {"type": "local", "path": str(tmp_path / "out")},
-        "notify": {"type": "outbox", "path": str(tmp_path / "outbox"), "from": "s@example.com",
-                   "to": ["a@example.com"], "events": ["config"]}, **extra}]}
+    raw = {
+        "store": {"url": url},
+        "integration": [
+            {
+                "name": "acme",
+                "format": "json",
+                "sink": {"type": "local", "path": str(tmp_path / "out")},
+                "notify": {
+                    "type": "outbox",
+                    "path": str(tmp_path / "outbox"),
+                    "from": "s@example.com",
+                    "to": ["a@example.com"],
+                    "events": ["config"],
+                },
+                **extra,
+            }
+        ],
+    }
     return Runtime(config_from_dict(raw), create_host(None, entry_points=False, disabled=()))
 
 
@@ -43,10 +57,12 @@ def test_unmigrated_store_is_a_clear_error(pg_url: str) -> None:
 
 
 def test_copy_ingest_and_capped_sync_ship_every_event_once(
-        pg_url: str, tmp_path: Path, siem_events: Any) -> None:
+    pg_url: str, tmp_path: Path, siem_events: Any
+) -> None:
     store = PostgresStore(pg_url)
-    result = store.append("acme", (canonicalize(e) for e in numbered(siem_events(7000))),
-                          chunk=1000)
+    result = store.append(
+        "acme", (canonicalize(e) for e in numbered(siem_events(7000))), chunk=1000
+    )
     assert (result.accepted, result.first_id, result.last_id) == (7000, 1, 7000)
     store.append("other", (canonicalize(e) for e in siem_events(100)))
     store.close()
@@ -60,13 +76,17 @@ def test_copy_ingest_and_capped_sync_ship_every_event_once(
     rt.close()
 
 
-def _insert_one(conn: psycopg.Connection[Any], seq: int, event: dict[str, Any], *,
-                lock: bool) -> None:
+def _insert_one(
+    conn: psycopg.Connection[Any], seq: int, event: dict[str, Any], *, lock: bool
+) -> None:
     c = canonicalize({**event, "seq": seq})
     if lock:
         conn.execute("SELECT siem_append_lock()")
-    conn.execute("INSERT INTO siem_event (account, type, log_type, ts, body)"
-                 " VALUES ('acme', %s, %s, %s, %s)", (c.type, c.log_type, c.timestamp, c.raw))
+    conn.execute(
+        "INSERT INTO siem_event (account, type, log_type, ts, body)"
+        " VALUES ('acme', %s, %s, %s, %s)",
+        (c.type, c.log_type, c.timestamp, c.raw),
+    )
 
 
 @pytest.mark.parametrize("lock", [False, True], ids=["without-lock", "with-lock"])
@@ -108,7 +128,8 @@ def test_out_of_order_commits(pg_url: str, tmp_path: Path, siem_events: Any, loc
 
 @pytest.mark.slow
 def test_concurrent_writers_with_delayed_commits_while_syncing(
-        pg_url: str, tmp_path: Path, siem_events: Any) -> None:
+    pg_url: str, tmp_path: Path, siem_events: Any
+) -> None:
     """Several writers, each committing small batches after a random delay, while syncs
     run back to back: every event is shipped exactly once."""
     import random
@@ -122,14 +143,16 @@ def test_concurrent_writers_with_delayed_commits_while_syncing(
         try:
             for b in range(batches):
                 base = (w * batches + b) * size
-                chunk = [{**e, "seq": base + i} for i, e in enumerate(events[base:base + size])]
+                chunk = [{**e, "seq": base + i} for i, e in enumerate(events[base : base + size])]
                 with psycopg.connect(pg_url) as conn, conn.transaction():
                     conn.execute("SELECT siem_append_lock()")
                     for e in chunk:
                         c = canonicalize(e)
-                        conn.execute("INSERT INTO siem_event (account, type, log_type, ts, body)"
-                                     " VALUES ('acme', %s, %s, %s, %s)",
-                                     (c.type, c.log_type, c.timestamp, c.raw))
+                        conn.execute(
+                            "INSERT INTO siem_event (account, type, log_type, ts, body)"
+                            " VALUES ('acme', %s, %s, %s, %s)",
+                            (c.type, c.log_type, c.timestamp, c.raw),
+                        )
                     time.sleep(rng.uniform(0, 0.03))  # a slow commit
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)

@@ -21,12 +21,20 @@ SMTP_SECRET = "smtp-Pa55-do-not-log-987"
 
 def forms(secret: str) -> list[str]:
     """The secret and the encodings a careless logger might print."""
-    return [secret, base64.b64encode(secret.encode()).decode(),
-            base64.b64encode(f"\0siem\0{secret}".encode()).decode()]
+    return [
+        secret,
+        base64.b64encode(secret.encode()).decode(),
+        base64.b64encode(f"\0siem\0{secret}".encode()).decode(),
+    ]
 
 
-def test_no_secret_in_any_output_at_debug(tmp_path: Path, s3_server: S3Server, s3_bucket: str,
-                                          smtp_tls_server: SMTPServer, siem_events: object) -> None:
+def test_no_secret_in_any_output_at_debug(
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_tls_server: SMTPServer,
+    siem_events: object,
+) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     ingest(store, "acme", numbered(siem_events(50)))  # type: ignore[operator]
     store.close()
@@ -34,7 +42,7 @@ def test_no_secret_in_any_output_at_debug(tmp_path: Path, s3_server: S3Server, s
     cfg = tmp_path / "siem.toml"
     cfg.write_text(f"""
 [store]
-url = "sqlite:///{tmp_path / 's.db'}"
+url = "sqlite:///{tmp_path / "s.db"}"
 [smtp]
 host = "{smtp_tls_server.host}"
 port = {smtp_tls_server.port}
@@ -44,7 +52,7 @@ username = "siem"
 password = "${{SMTP_PASSWORD}}"
 from = "siem@example.com"
 [s3]
-endpoint_url = "{opts['endpoint_url']}"
+endpoint_url = "{opts["endpoint_url"]}"
 region = "us-east-1"
 access_key_id = "AKIATESTING"
 secret_access_key = "${{AWS_SECRET}}"
@@ -68,8 +76,13 @@ notify = {{ events = ["config"], to = ["soc@example.com"] }}
     env = {**os.environ, "SMTP_PASSWORD": SMTP_SECRET, "AWS_SECRET": AWS_SECRET}
     outputs = []
     for args in (["sync", "-vv"], ["check", "-vv", "--print-config"], ["sync", "-vv"]):
-        proc = subprocess.run([sys.executable, "-m", "siem_plugins", *args, "-c", str(cfg)],
-                              capture_output=True, text=True, env=env, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "siem_plugins", *args, "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 1  # the wrong SMTP password and the denied prefix fail
     text = "\n".join(outputs)

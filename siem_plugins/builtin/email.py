@@ -62,7 +62,8 @@ _ADDR_RE = re.compile(rf"{_LOCAL}@{_DOMAIN}\Z")
 # "Display Name <addr>" or a bare address. The name may be quoted; it may not contain
 # angle brackets, so there is exactly one way to read the value.
 _NAMED_ADDR_RE = re.compile(
-    r'\s*(?:"?(?P<name>[^<>"]*?)"?\s*<(?P<addr>[^<>\s]+)>|(?P<bare>\S+))\s*\Z')
+    r'\s*(?:"?(?P<name>[^<>"]*?)"?\s*<(?P<addr>[^<>\s]+)>|(?P<bare>\S+))\s*\Z'
+)
 # Message-ID: dot-atom "@" dot-atom (RFC 5322 msg-id without the obsolete forms).
 _MSGID_RE = re.compile(rf"{_LOCAL}@{_LOCAL}\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9._:\[\]-]+\Z")
@@ -120,8 +121,9 @@ class EmailNotifier:
         client_hostname: str | None = None,
     ) -> None:
         if security not in SECURITIES:
-            raise ValueError(f"unknown security {security!r}; "
-                             f"choose one of: {', '.join(SECURITIES)}")
+            raise ValueError(
+                f"unknown security {security!r}; choose one of: {', '.join(SECURITIES)}"
+            )
         if (username is None) != (password is None):
             raise ValueError("username and password go together")
         self.host = host
@@ -160,8 +162,11 @@ class EmailNotifier:
             raise options.error("password", "a password needs a username (set both or neither)")
         if username is not None and security == "none":
             # smtplib would send the credentials in clear text over the network.
-            raise options.error("security", "refusing to log in without TLS; use "
-                                "security = \"starttls\" or \"tls\" with a username")
+            raise options.error(
+                "security",
+                "refusing to log in without TLS; use "
+                'security = "starttls" or "tls" with a username',
+            )
         if username is not None and (not username or _UNSAFE_RE.search(username)):
             raise options.error("username", "must be non-empty, without control characters")
 
@@ -192,13 +197,26 @@ class EmailNotifier:
         max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0, max=MAX_MAX_LISTED)
         client_hostname = options.string("client_hostname")
         if client_hostname is not None and not _HOST_RE.match(client_hostname):
-            raise options.error("client_hostname",
-                                f"expected a host name or address literal, got {client_hostname!r}")
+            raise options.error(
+                "client_hostname",
+                f"expected a host name or address literal, got {client_hostname!r}",
+            )
         try:
-            return cls(host, sender=sender, recipients=recipients, port=port, security=security,
-                       username=username, password=password, timeout=timeout, verify=verify,
-                       ca_file=ca_file, subject_prefix=subject_prefix, max_listed=max_listed,
-                       client_hostname=client_hostname)
+            return cls(
+                host,
+                sender=sender,
+                recipients=recipients,
+                port=port,
+                security=security,
+                username=username,
+                password=password,
+                timeout=timeout,
+                verify=verify,
+                ca_file=ca_file,
+                subject_prefix=subject_prefix,
+                max_listed=max_listed,
+                client_hostname=client_hostname,
+            )
         except OSError as exc:
             # Only the CA bundle is read here: missing, unreadable or not PEM (SSLError).
             raise options.error("ca_file", f"cannot load CA bundle {ca_file!r}: {exc}") from None
@@ -241,11 +259,21 @@ class EmailNotifier:
         finally:
             _quit(smtp)
         if refused:
-            log.warning("%s: digest %s: recipients refused: %s", self.url, digest.message_id,
-                        ", ".join(f"{addr} ({_reply(code, text)})"
-                                  for addr, (code, text) in refused.items()))
-        log.info("%s: sent digest %s (%d events) to %d recipient(s)", self.url,
-                 digest.message_id, digest.total, len(self._recipients) - len(refused))
+            log.warning(
+                "%s: digest %s: recipients refused: %s",
+                self.url,
+                digest.message_id,
+                ", ".join(
+                    f"{addr} ({_reply(code, text)})" for addr, (code, text) in refused.items()
+                ),
+            )
+        log.info(
+            "%s: sent digest %s (%d events) to %d recipient(s)",
+            self.url,
+            digest.message_id,
+            digest.total,
+            len(self._recipients) - len(refused),
+        )
 
     def probe(self) -> None:
         smtp = self._connect()
@@ -255,8 +283,11 @@ class EmailNotifier:
             except (smtplib.SMTPException, OSError) as exc:
                 raise self._error("NOOP", exc) from exc
             if code != 250:
-                raise NotifierError(f"{self.url}: NOOP failed: {_reply(code, text)}",
-                                    permanent=500 <= code < 600, code=code)
+                raise NotifierError(
+                    f"{self.url}: NOOP failed: {_reply(code, text)}",
+                    permanent=500 <= code < 600,
+                    code=code,
+                )
         finally:
             _quit(smtp)
 
@@ -275,20 +306,28 @@ class EmailNotifier:
         smtp: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
-                smtp = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.client_hostname,
-                                        timeout=self.timeout, context=self._tls)
+                smtp = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=self.client_hostname,
+                    timeout=self.timeout,
+                    context=self._tls,
+                )
             else:
-                smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.client_hostname,
-                                    timeout=self.timeout)
+                smtp = smtplib.SMTP(
+                    self.host, self.port, local_hostname=self.client_hostname, timeout=self.timeout
+                )
             stage = "EHLO"
             smtp.ehlo_or_helo_if_needed()
             if self.security == "starttls":
                 stage = "STARTTLS"
                 if not smtp.has_extn("starttls"):
                     # Never fall back to clear text: that is what a downgrade attack wants.
-                    raise NotifierError(f"{self.url}: the server does not offer STARTTLS "
-                                        "(set security = \"tls\" for implicit TLS, or \"none\")",
-                                        permanent=True)
+                    raise NotifierError(
+                        f"{self.url}: the server does not offer STARTTLS "
+                        '(set security = "tls" for implicit TLS, or "none")',
+                        permanent=True,
+                    )
                 smtp.starttls(context=self._tls)
                 smtp.ehlo()
             if self.username is not None and self._password is not None:
@@ -317,7 +356,8 @@ class EmailNotifier:
             codes = [c for c, _ in exc.recipients.values()]
             permanent = bool(codes) and all(500 <= c < 600 for c in codes)
             what = "all recipients refused: " + ", ".join(
-                f"{addr} ({_reply(c, t)})" for addr, (c, t) in exc.recipients.items())
+                f"{addr} ({_reply(c, t)})" for addr, (c, t) in exc.recipients.items()
+            )
             code = codes[0] if codes else None
         elif isinstance(exc, smtplib.SMTPResponseException):
             code = exc.smtp_code
@@ -333,8 +373,11 @@ class EmailNotifier:
             if isinstance(exc.__context__, TimeoutError):
                 what = f"timed out after {self.timeout:g}s waiting for the server"
             else:
-                what = f"connection closed by the server ({exc})" if str(exc) else \
-                    "connection closed by the server"
+                what = (
+                    f"connection closed by the server ({exc})"
+                    if str(exc)
+                    else "connection closed by the server"
+                )
         elif isinstance(exc, smtplib.SMTPException):
             permanent = True  # e.g. "No suitable authentication method found."
             what = str(exc)
@@ -352,8 +395,9 @@ class EmailNotifier:
             what = exc.strerror or str(exc) or type(exc).__name__
         else:  # pragma: no cover - _connect/_send only pass the types above
             what = str(exc)
-        return NotifierError(self._redact(f"{self.url}: {stage} failed: {what}"),
-                             permanent=permanent, code=code)
+        return NotifierError(
+            self._redact(f"{self.url}: {stage} failed: {what}"), permanent=permanent, code=code
+        )
 
     def _redact(self, text: str) -> str:
         # Servers do not echo credentials, but a message that might be logged is no place
@@ -366,8 +410,9 @@ class EmailNotifier:
 
     def _subject(self, digest: Digest) -> str:
         counts = _ordered_counts(digest.counts)
-        parts = [f"{_header_text(lt)} \N{MULTIPLICATION SIGN}{n}"
-                 for lt, n in counts[:SUBJECT_LOG_TYPES]]
+        parts = [
+            f"{_header_text(lt)} \N{MULTIPLICATION SIGN}{n}" for lt, n in counts[:SUBJECT_LOG_TYPES]
+        ]
         if len(counts) > SUBJECT_LOG_TYPES:
             parts.append(f"+{len(counts) - SUBJECT_LOG_TYPES} more")
         noun = "event" if digest.total == 1 else "events"
@@ -393,8 +438,9 @@ class EmailNotifier:
             lines.extend(_event_lines(number, event))
         lines.append("")
         lines.append("-- ")
-        lines.append("Sent by siem-plugins. Each event's full record is in the integration's "
-                     "log storage.")
+        lines.append(
+            "Sent by siem-plugins. Each event's full record is in the integration's log storage."
+        )
         return "\n".join(lines) + "\n"
 
 
@@ -406,8 +452,10 @@ def _event_lines(number: int, event: Event) -> list[str]:
         fields = event.fields()
     except ValueError:
         fields = {}
-    head = (f"[{number}] {_visible(event.timestamp)}  {_visible(event.type)} / "
-            f"{_visible(event.log_type)}  (event {event.id})")
+    head = (
+        f"[{number}] {_visible(event.timestamp)}  {_visible(event.type)} / "
+        f"{_visible(event.log_type)}  (event {event.id})"
+    )
     out = [head]
 
     def add(label: str, value: str) -> None:
@@ -474,8 +522,10 @@ def _mailbox(value: str) -> _Mailbox:
         raise ValueError(f"{value!r} contains control characters")
     match = _NAMED_ADDR_RE.match(value)
     if match is None:
-        raise ValueError(f"expected an address like admin@example.com or "
-                         f"\"Name <admin@example.com>\", got {value!r}")
+        raise ValueError(
+            f"expected an address like admin@example.com or "
+            f'"Name <admin@example.com>", got {value!r}'
+        )
     addr = match.group("addr") or match.group("bare")
     name = (match.group("name") or "").strip()
     if not _ADDR_RE.match(addr) or len(addr) > 254:

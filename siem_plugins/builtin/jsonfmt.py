@@ -31,8 +31,10 @@ class JSONFormatter:
 
 @hookimpl
 def siem_register_formatters() -> list[FormatterSpec]:
-    return [FormatterSpec(
-        name="json",
-        factory=JSONFormatter.from_options,
-        description="NDJSON: one compact JSON object per line, the documentation's field order",
-    )]
+    return [
+        FormatterSpec(
+            name="json",
+            factory=JSONFormatter.from_options,
+            description="NDJSON: one compact JSON object per line, the documentation's field order",
+        )
+    ]

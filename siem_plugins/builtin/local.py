@@ -28,7 +28,9 @@ class LocalSink:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         if prefix.startswith("/") or ".." in prefix.split("/"):
-            raise options.error("prefix", f"must be a relative path inside the folder, got {prefix!r}")
+            raise options.error(
+                "prefix", f"must be a relative path inside the folder, got {prefix!r}"
+            )
         return cls(Path(path), prefix)
 
     def describe(self) -> str:
@@ -88,8 +90,10 @@ class _FileWriter(ObjectWriter):
 
 @hookimpl
 def siem_register_sinks() -> list[SinkSpec]:
-    return [SinkSpec(
-        name="local",
-        factory=LocalSink.from_options,
-        description="files under a local folder (path = ...), same keys and bytes as S3",
-    )]
+    return [
+        SinkSpec(
+            name="local",
+            factory=LocalSink.from_options,
+            description="files under a local folder (path = ...), same keys and bytes as S3",
+        )
+    ]

@@ -30,15 +30,21 @@ class OutboxNotifier:
         max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0)
         try:
             # Only its message builder is used: no connection is ever made.
-            builder = EmailNotifier("localhost", sender=sender, recipients=recipients,
-                                    security="none", max_listed=max_listed)
+            builder = EmailNotifier(
+                "localhost",
+                sender=sender,
+                recipients=recipients,
+                security="none",
+                max_listed=max_listed,
+            )
         except ValueError as exc:
             raise options.error("to", str(exc)) from None
         return cls(folder, builder)
 
     def notify(self, digest: Digest) -> None:
-        target = self.folder / digest.integration / (
-            f"{digest.first_id:020d}-{digest.last_id:020d}.eml")
+        target = (
+            self.folder / digest.integration / (f"{digest.first_id:020d}-{digest.last_id:020d}.eml")
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_bytes(self._builder.build_message(digest).as_bytes())
@@ -55,8 +61,10 @@ class OutboxNotifier:
 
 @hookimpl
 def siem_register_notifiers() -> list[NotifierSpec]:
-    return [NotifierSpec(
-        name="outbox",
-        factory=OutboxNotifier.from_options,
-        description="email digests written as .eml files to a folder (path = ...)",
-    )]
+    return [
+        NotifierSpec(
+            name="outbox",
+            factory=OutboxNotifier.from_options,
+            description="email digests written as .eml files to a folder (path = ...)",
+        )
+    ]

@@ -57,11 +57,11 @@ class SQLiteStore:
         self._conns = PerThread(path)
         self._conns.get().executescript(_SCHEMA)
 
-
     # ------------------------------------------------------------------ writing
 
-    def append(self, account: str, records: Iterable[Canonical], *,
-               chunk: int = 5000) -> IngestResult:
+    def append(
+        self, account: str, records: Iterable[Canonical], *, chunk: int = 5000
+    ) -> IngestResult:
         """Store validated records for ``account``, in order, committing every ``chunk``."""
         check_account(account)
         conn = self._conns.get()
@@ -148,8 +148,10 @@ class SQLiteStore:
         batch_size: int = 5000,
     ) -> Iterator[list[Event]]:
         conn = self._conns.get()
-        sql = ("SELECT id, type, log_type, ts, body FROM siem_event"
-               " WHERE account=? AND id>=? AND id<=?")
+        sql = (
+            "SELECT id, type, log_type, ts, body FROM siem_event"
+            " WHERE account=? AND id>=? AND id<=?"
+        )
         params: list[object] = [account, first_id, last_id]
         if log_types is not None:
             if not log_types:
@@ -174,16 +176,20 @@ class SQLiteStore:
         if account is None:
             row = conn.execute("SELECT max(id) FROM siem_event").fetchone()
         else:
-            row = conn.execute("SELECT max(id) FROM siem_event WHERE account=?",
-                               (account,)).fetchone()
+            row = conn.execute(
+                "SELECT max(id) FROM siem_event WHERE account=?", (account,)
+            ).fetchone()
         return int(row[0] or 0)
 
     def count(self, account: str | None = None) -> int:
         conn = self._conns.get()
         if account is None:
             return int(conn.execute("SELECT count(*) FROM siem_event").fetchone()[0])
-        return int(conn.execute("SELECT count(*) FROM siem_event WHERE account=?",
-                                (account,)).fetchone()[0])
+        return int(
+            conn.execute("SELECT count(*) FROM siem_event WHERE account=?", (account,)).fetchone()[
+                0
+            ]
+        )
 
     def close(self) -> None:
         self._conns.close()
@@ -211,9 +217,11 @@ def _from_options(options: Options) -> Source:
 
 @hookimpl
 def siem_register_sources() -> list[SourceSpec]:
-    return [SourceSpec(
-        name="store",
-        factory=_from_options,
-        description="device/account event store: SQLite (url = sqlite:///path.db, the "
-                    "default) or PostgreSQL (url = postgresql://...)",
-    )]
+    return [
+        SourceSpec(
+            name="store",
+            factory=_from_options,
+            description="device/account event store: SQLite (url = sqlite:///path.db, the "
+            "default) or PostgreSQL (url = postgresql://...)",
+        )
+    ]

@@ -23,13 +23,39 @@ from siem_plugins.options import Options
 
 FRAMINGS = ("rfc5424", "rfc3164", "bare")
 FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
-    "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "audit": 13,
-    "alert": 14, "clock": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19,
-    "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "audit": 13,
+    "alert": 14,
+    "clock": 15,
+    "local0": 16,
+    "local1": 17,
+    "local2": 18,
+    "local3": 19,
+    "local4": 20,
+    "local5": 21,
+    "local6": 22,
+    "local7": 23,
 }
 SEVERITIES = {
-    "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
+    "emerg": 0,
+    "alert": 1,
+    "crit": 2,
+    "err": 3,
+    "warning": 4,
+    "notice": 5,
+    "info": 6,
     "debug": 7,
 }
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -41,8 +67,15 @@ class SyslogFormatter:
     extension = "log"
     content_type = "text/plain; charset=utf-8"
 
-    def __init__(self, framing: str = "rfc5424", *, facility: int = 16, severity: int = 6,
-                 hostname: str = "-", app_name: str = "metadefender-it-access") -> None:
+    def __init__(
+        self,
+        framing: str = "rfc5424",
+        *,
+        facility: int = 16,
+        severity: int = 6,
+        hostname: str = "-",
+        app_name: str = "metadefender-it-access",
+    ) -> None:
         self.framing = framing
         self.pri = facility * 8 + severity
         self.hostname = hostname
@@ -60,10 +93,18 @@ class SyslogFormatter:
         app_name = options.string("app_name", "metadefender-it-access")
         for key, value, limit in (("hostname", hostname, 255), ("app_name", app_name, 48)):
             if not _HEADER_FIELD_RE.match(value) or len(value) > limit:
-                raise options.error(key, f"must be 1-{limit} printable ASCII characters "
-                                    f"without spaces (RFC 5424), got {value!r}")
-        return cls(framing, facility=FACILITIES[facility], severity=SEVERITIES[severity],
-                   hostname=hostname, app_name=app_name)
+                raise options.error(
+                    key,
+                    f"must be 1-{limit} printable ASCII characters "
+                    f"without spaces (RFC 5424), got {value!r}",
+                )
+        return cls(
+            framing,
+            facility=FACILITIES[facility],
+            severity=SEVERITIES[severity],
+            hostname=hostname,
+            app_name=app_name,
+        )
 
     def _msgid(self, log_type: str) -> bytes:
         msgid = self._msgids.get(log_type)
@@ -81,8 +122,17 @@ class SyslogFormatter:
         if self.framing == "rfc5424":
             head, tail, msgid = self._head, self._tail5424, self._msgid
             lines = [
-                b"".join((head, b"1 ", e.timestamp.encode(), tail, msgid(e.log_type), b" - ",
-                          e.raw[1:-1]))
+                b"".join(
+                    (
+                        head,
+                        b"1 ",
+                        e.timestamp.encode(),
+                        tail,
+                        msgid(e.log_type),
+                        b" - ",
+                        e.raw[1:-1],
+                    )
+                )
                 for e in events
             ]
             return b"\n".join(lines) + b"\n"
@@ -103,8 +153,10 @@ def _rfc3164_time(ts: str) -> bytes:
 
 @hookimpl
 def siem_register_formatters() -> list[FormatterSpec]:
-    return [FormatterSpec(
-        name="syslog",
-        factory=SyslogFormatter.from_options,
-        description="one syslog line per event: RFC 5424 (default), RFC 3164 or bare",
-    )]
+    return [
+        FormatterSpec(
+            name="syslog",
+            factory=SyslogFormatter.from_options,
+            description="one syslog line per event: RFC 5424 (default), RFC 3164 or bare",
+        )
+    ]
