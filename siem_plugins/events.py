@@ -166,7 +166,7 @@ def canonicalize(obj: Any) -> Canonical:
     etype = obj.get("type")
     if etype is None:
         raise EventError("type", "missing (expected 'Device' or 'Account')")
-    if etype not in FIELD_ORDER:
+    if not isinstance(etype, str) or etype not in FIELD_ORDER:
         raise EventError("type", f"unknown event type {etype!r} (expected 'Device' or 'Account')")
     order = FIELD_ORDER[etype]
     out: dict[str, Any] = {}

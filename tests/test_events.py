@@ -105,3 +105,46 @@ def test_bad_lines(line: bytes, reason: str) -> None:
         parse_line(line)
     assert reason in str(info.value)
     assert info.value.field is None
+
+
+def test_any_json_value_in_any_field_is_accepted_or_rejected_with_event_error() -> None:
+    """A seeded fuzz: whatever JSON a line holds, ingest either accepts it or names the
+    problem; it never raises anything else (which would abort a whole ingest)."""
+    import random
+
+    rng = random.Random(7)
+    values: list[object] = [
+        None,
+        True,
+        0,
+        -1.5,
+        10**30,
+        "",
+        "x",
+        "\u0000",
+        "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+        [],
+        [1, "a"],
+        {},
+        {"a": {"b": []}},
+        "2022-07-15T08:55:12.279Z",
+        "Device",
+        "Account",
+        "9999-99-99T99:99:99.999Z",
+    ]
+    template = seed_events()[0]
+    for _ in range(3000):
+        event = dict(template)
+        for key in rng.sample(list(event), rng.randrange(1, 4)):
+            if rng.random() < 0.2:
+                del event[key]
+            else:
+                event[key] = rng.choice(values)
+        if rng.random() < 0.3:
+            event["extra"] = rng.choice(values)
+        line = json.dumps(event).encode()
+        try:
+            canon = parse_line(line)
+        except EventError:
+            continue
+        assert orjson.loads(canon.raw)["type"] in ("Device", "Account")
