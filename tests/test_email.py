@@ -35,29 +35,38 @@ MESSAGE_ID = "siem.acme.00000000000000000101-00000000000000000104@siem-plugins"
 # Shaped like the seed's examples ("Receiving Logs"): two Device events, one Account.
 SEED_EVENTS: list[dict[str, str]] = [
     {
-        "log_type": "exempt_all", "device_name": "Cuong Ba",
-        "device_id": "cuongbavuacakhia1657786592", "last_seen": "2022-07-15T08:55:12.279Z",
+        "log_type": "exempt_all",
+        "device_name": "Cuong Ba",
+        "device_id": "cuongbavuacakhia1657786592",
+        "last_seen": "2022-07-15T08:55:12.279Z",
         "device_group": "Default",
         "details": "Device Cuong Ba was exempted by Phuong Phuong Phuong Phuong Phuong"
-                   "(phuongphweekly@gmail.com)24 hour(s)",
-        "type": "Device", "device_username": "Wilfred Hoeger",
+        "(phuongphweekly@gmail.com)24 hour(s)",
+        "type": "Device",
+        "device_username": "Wilfred Hoeger",
         "timestamp": "2022-07-15T08:55:12.279Z",
     },
     {
-        "log_type": "exempt_all", "device_name": "Cuong Ba",
-        "device_id": "cuongbavuacakhia1657868171", "last_seen": "2022-07-15T08:55:25.377Z",
+        "log_type": "exempt_all",
+        "device_name": "Cuong Ba",
+        "device_id": "cuongbavuacakhia1657868171",
+        "last_seen": "2022-07-15T08:55:25.377Z",
         "device_group": "Default",
         "details": "Device Cuong Ba was exempted by Phuong Phuong Phuong Phuong Phuong"
-                   "(phuongphweekly@gmail.com)1 hour(s)",
-        "type": "Device", "device_username": "Nicholas Roob",
+        "(phuongphweekly@gmail.com)1 hour(s)",
+        "type": "Device",
+        "device_username": "Nicholas Roob",
         "timestamp": "2022-07-15T08:55:25.377Z",
     },
     {
         "log_type": "config",
         "details": "Administrator Phuong Phuong Phuong Phuong Phuong (phuongphweekly@gmail.com)"
-                   " changed Settings - Integrations - SIEM Integration ",
-        "admin_name": "Phuong Weekly 1", "type": "Account", "event": "Configuration Change",
-        "admin_email": "phuongphweekly@gmail.com", "timestamp": "2022-07-15T11:19:41.629Z",
+        " changed Settings - Integrations - SIEM Integration ",
+        "admin_name": "Phuong Weekly 1",
+        "type": "Account",
+        "event": "Configuration Change",
+        "admin_email": "phuongphweekly@gmail.com",
+        "timestamp": "2022-07-15T11:19:41.629Z",
     },
 ]
 
@@ -70,27 +79,45 @@ def make_event(event_id: int, record: Mapping[str, Any], account: str = "acme") 
     return Event(event_id, account, c.type, c.log_type, c.timestamp, c.raw)
 
 
-def make_digest(events: list[Event], *, total: int | None = None, first_id: int = 101,
-                last_id: int = 104, message_id: str = MESSAGE_ID) -> Digest:
+def make_digest(
+    events: list[Event],
+    *,
+    total: int | None = None,
+    first_id: int = 101,
+    last_id: int = 104,
+    message_id: str = MESSAGE_ID,
+) -> Digest:
     counts: dict[str, int] = {}
     for e in events:
         counts[e.log_type] = counts.get(e.log_type, 0) + 1
-    return Digest(integration="acme", account="acme", first_id=first_id, last_id=last_id,
-                  total=len(events) if total is None else total, counts=counts,
-                  events=tuple(events), message_id=message_id)
+    return Digest(
+        integration="acme",
+        account="acme",
+        first_id=first_id,
+        last_id=last_id,
+        total=len(events) if total is None else total,
+        counts=counts,
+        events=tuple(events),
+        message_id=message_id,
+    )
 
 
 def seed_digest() -> Digest:
     # Ids 101, 102, 104: 103 was an unselected event inside the range.
-    return make_digest([make_event(i, r) for i, r in zip((101, 102, 104), SEED_EVENTS,
-                                                          strict=True)])
+    return make_digest(
+        [make_event(i, r) for i, r in zip((101, 102, 104), SEED_EVENTS, strict=True)]
+    )
 
 
 def options(notify: Mapping[str, Any], smtp: Mapping[str, Any] | None = None) -> Options:
     """The Options the core hands the factory: ``notify`` over ``[smtp]``."""
-    return Options({"type": "email", "events": ["exempt_all"], **notify}, path=NOTIFY_PATH,
-                   file="siem.toml", defaults=[("smtp", dict(smtp or {}))],
-                   ignore=("type", "events"))
+    return Options(
+        {"type": "email", "events": ["exempt_all"], **notify},
+        path=NOTIFY_PATH,
+        file="siem.toml",
+        defaults=[("smtp", dict(smtp or {}))],
+        ignore=("type", "events"),
+    )
 
 
 def build(notify: Mapping[str, Any], smtp: Mapping[str, Any] | None = None) -> EmailNotifier:
@@ -102,8 +129,11 @@ def build(notify: Mapping[str, Any], smtp: Mapping[str, Any] | None = None) -> E
 
 def smtp_table(server: SMTPServer, **extra: Any) -> dict[str, Any]:
     table: dict[str, Any] = {
-        "host": server.host, "port": server.port, "security": "none",
-        "from": f"SIEM alerts <{SENDER}>", "timeout": 5,
+        "host": server.host,
+        "port": server.port,
+        "security": "none",
+        "from": f"SIEM alerts <{SENDER}>",
+        "timeout": 5,
         # Skips smtplib's getfqdn() (a DNS lookup) and makes the EHLO name checkable.
         "client_hostname": "siem-test.example",
     }
@@ -112,8 +142,12 @@ def smtp_table(server: SMTPServer, **extra: Any) -> dict[str, Any]:
 
 
 def tls_table(server: SMTPServer, **extra: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {"security": "starttls", "username": SMTP_USER,
-                                "password": SMTP_PASSWORD, "ca_file": server.ca_file}
+    settings: dict[str, Any] = {
+        "security": "starttls",
+        "username": SMTP_USER,
+        "password": SMTP_PASSWORD,
+        "ca_file": server.ca_file,
+    }
     return smtp_table(server, **{**settings, **extra})
 
 
@@ -134,8 +168,11 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def assert_no_secret(text: str, secret: str = SMTP_PASSWORD) -> None:
     # Also the forms it takes on the wire: AUTH LOGIN's base64 password and AUTH PLAIN's
     # base64 "\0user\0password" (a server log of the session could show those).
-    forms = [secret, base64.b64encode(secret.encode()).decode(),
-             base64.b64encode(f"\0{SMTP_USER}\0{secret}".encode()).decode()]
+    forms = [
+        secret,
+        base64.b64encode(secret.encode()).decode(),
+        base64.b64encode(f"\0{SMTP_USER}\0{secret}".encode()).decode(),
+    ]
     for form in forms:
         assert form not in text
 
@@ -148,8 +185,7 @@ def test_registers_email_notifier_over_the_smtp_section() -> None:
     assert spec.name == "email"
     assert spec.section == "smtp"
     assert spec.factory == EmailNotifier.from_options
-    notifier = spec.factory(options({"to": ADMINS}, {"host": "mail.example.com",
-                                                     "from": SENDER}))
+    notifier = spec.factory(options({"to": ADMINS}, {"host": "mail.example.com", "from": SENDER}))
     assert isinstance(notifier, Notifier)
 
 
@@ -157,9 +193,15 @@ def test_registers_email_notifier_over_the_smtp_section() -> None:
 
 
 def test_smtp_section_supplies_defaults_and_notify_overrides() -> None:
-    notifier = build({"to": ["one@example.com"], "subject_prefix": "[acme]"},
-                     {"host": "mail.example.com", "from": SENDER, "to": ["all@example.com"],
-                      "subject_prefix": "[SIEM]"})
+    notifier = build(
+        {"to": ["one@example.com"], "subject_prefix": "[acme]"},
+        {
+            "host": "mail.example.com",
+            "from": SENDER,
+            "to": ["all@example.com"],
+            "subject_prefix": "[SIEM]",
+        },
+    )
     assert notifier.host == "mail.example.com"
     assert notifier.port == 587  # starttls default
     assert notifier.recipients == ["one@example.com"]
@@ -169,69 +211,149 @@ def test_smtp_section_supplies_defaults_and_notify_overrides() -> None:
     assert notifier.url == "smtp://mail.example.com:587"
 
 
-@pytest.mark.parametrize(("security", "port", "url"), [
-    ("starttls", 587, "smtp://mail.example.com:587"),
-    ("tls", 465, "smtps://mail.example.com:465"),
-    ("none", 25, "smtp://mail.example.com:25"),
-])
+@pytest.mark.parametrize(
+    ("security", "port", "url"),
+    [
+        ("starttls", 587, "smtp://mail.example.com:587"),
+        ("tls", 465, "smtps://mail.example.com:465"),
+        ("none", 25, "smtp://mail.example.com:25"),
+    ],
+)
 def test_default_port_follows_security(security: str, port: int, url: str) -> None:
-    notifier = build({"to": ADMINS, "security": security},
-                     {"host": "mail.example.com", "from": SENDER})
+    notifier = build(
+        {"to": ADMINS, "security": security}, {"host": "mail.example.com", "from": SENDER}
+    )
     assert (notifier.port, notifier.url) == (port, url)
 
 
 def test_duplicate_recipients_are_sent_once() -> None:
-    notifier = build({"to": ["a@example.com", "b@example.com", "a@example.com"]},
-                     {"host": "mail.example.com", "from": SENDER})
+    notifier = build(
+        {"to": ["a@example.com", "b@example.com", "a@example.com"]},
+        {"host": "mail.example.com", "from": SENDER},
+    )
     assert notifier.recipients == ["a@example.com", "b@example.com"]
 
 
-@pytest.mark.parametrize(("notify", "smtp", "where", "words"), [
-    ({"to": ADMINS}, {"from": SENDER}, f"{NOTIFY_PATH}.host", "missing required"),
-    ({"to": ADMINS}, {"host": "mail example.com", "from": SENDER}, "smtp.host", "host name"),
-    ({"to": ADMINS}, {"host": "m.example.com"}, f"{NOTIFY_PATH}.from", "missing required"),
-    ({"to": ADMINS, "from": "not an address"}, {"host": "m.example.com"},
-     f"{NOTIFY_PATH}.from", "expected an address like admin@example.com"),
-    ({"to": ADMINS, "from": "SIEM <siem@>"}, {"host": "m.example.com"},
-     f"{NOTIFY_PATH}.from", "'siem@' is not an email address"),
-    ({"to": ADMINS, "from": "x@example.com\r\nBcc: evil@example.com"},
-     {"host": "m.example.com"}, f"{NOTIFY_PATH}.from", "control characters"),
-    ({}, {"host": "m.example.com", "from": SENDER}, f"{NOTIFY_PATH}.to", "missing required"),
-    ({"to": []}, {"host": "m.example.com", "from": SENDER}, f"{NOTIFY_PATH}.to",
-     "at least one"),
-    ({"to": ["soc@example.com", "oops"]}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.to", "item 1"),
-    ({"to": ["a@example.com, b@example.com"]}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.to", "item 0"),
-    ({"to": [7]}, {"host": "m.example.com", "from": SENDER}, f"{NOTIFY_PATH}.to",
-     "expected a string"),
-    ({"to": ADMINS, "security": "ssl"}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.security", "starttls, tls, none"),
-    ({"to": ADMINS}, {"host": "m.example.com", "from": SENDER, "port": 70000}, "smtp.port",
-     "at most 65535"),
-    ({"to": ADMINS}, {"host": "m.example.com", "from": SENDER, "username": "siem"},
-     "smtp.username", "needs a password"),
-    ({"to": ADMINS, "password": "pw"}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.password", "needs a username"),
-    ({"to": ADMINS, "security": "none"},
-     {"host": "m.example.com", "from": SENDER, "username": "u", "password": "pw"},
-     f"{NOTIFY_PATH}.security", "without TLS"),
-    ({"to": ADMINS, "timeout": 0}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.timeout", "more than 0"),
-    ({"to": ADMINS, "verify": "no"}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.verify", "true or false"),
-    ({"to": ADMINS, "max_listed": -1}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.max_listed", "at least 0"),
-    ({"to": ADMINS, "subject_prefix": "[SIEM]\r\nBcc: x@example.com"},
-     {"host": "m.example.com", "from": SENDER}, f"{NOTIFY_PATH}.subject_prefix", "control"),
-    ({"to": ADMINS, "ca_file": "/nonexistent/ca.pem"}, {"host": "m.example.com",
-                                                        "from": SENDER},
-     f"{NOTIFY_PATH}.ca_file", "cannot load CA bundle"),
-    ({"to": ADMINS, "tos": ["x@example.com"]}, {"host": "m.example.com", "from": SENDER},
-     f"{NOTIFY_PATH}.tos", "unknown setting"),
-])
-def test_bad_options_name_the_key(notify: dict[str, Any], smtp: dict[str, Any], where: str,
-                                  words: str) -> None:
+@pytest.mark.parametrize(
+    ("notify", "smtp", "where", "words"),
+    [
+        ({"to": ADMINS}, {"from": SENDER}, f"{NOTIFY_PATH}.host", "missing required"),
+        ({"to": ADMINS}, {"host": "mail example.com", "from": SENDER}, "smtp.host", "host name"),
+        ({"to": ADMINS}, {"host": "m.example.com"}, f"{NOTIFY_PATH}.from", "missing required"),
+        (
+            {"to": ADMINS, "from": "not an address"},
+            {"host": "m.example.com"},
+            f"{NOTIFY_PATH}.from",
+            "expected an address like admin@example.com",
+        ),
+        (
+            {"to": ADMINS, "from": "SIEM <siem@>"},
+            {"host": "m.example.com"},
+            f"{NOTIFY_PATH}.from",
+            "'siem@' is not an email address",
+        ),
+        (
+            {"to": ADMINS, "from": "x@example.com\r\nBcc: evil@example.com"},
+            {"host": "m.example.com"},
+            f"{NOTIFY_PATH}.from",
+            "control characters",
+        ),
+        ({}, {"host": "m.example.com", "from": SENDER}, f"{NOTIFY_PATH}.to", "missing required"),
+        (
+            {"to": []},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.to",
+            "at least one",
+        ),
+        (
+            {"to": ["soc@example.com", "oops"]},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.to",
+            "item 1",
+        ),
+        (
+            {"to": ["a@example.com, b@example.com"]},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.to",
+            "item 0",
+        ),
+        (
+            {"to": [7]},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.to",
+            "expected a string",
+        ),
+        (
+            {"to": ADMINS, "security": "ssl"},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.security",
+            "starttls, tls, none",
+        ),
+        (
+            {"to": ADMINS},
+            {"host": "m.example.com", "from": SENDER, "port": 70000},
+            "smtp.port",
+            "at most 65535",
+        ),
+        (
+            {"to": ADMINS},
+            {"host": "m.example.com", "from": SENDER, "username": "siem"},
+            "smtp.username",
+            "needs a password",
+        ),
+        (
+            {"to": ADMINS, "password": "pw"},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.password",
+            "needs a username",
+        ),
+        (
+            {"to": ADMINS, "security": "none"},
+            {"host": "m.example.com", "from": SENDER, "username": "u", "password": "pw"},
+            f"{NOTIFY_PATH}.security",
+            "without TLS",
+        ),
+        (
+            {"to": ADMINS, "timeout": 0},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.timeout",
+            "more than 0",
+        ),
+        (
+            {"to": ADMINS, "verify": "no"},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.verify",
+            "true or false",
+        ),
+        (
+            {"to": ADMINS, "max_listed": -1},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.max_listed",
+            "at least 0",
+        ),
+        (
+            {"to": ADMINS, "subject_prefix": "[SIEM]\r\nBcc: x@example.com"},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.subject_prefix",
+            "control",
+        ),
+        (
+            {"to": ADMINS, "ca_file": "/nonexistent/ca.pem"},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.ca_file",
+            "cannot load CA bundle",
+        ),
+        (
+            {"to": ADMINS, "tos": ["x@example.com"]},
+            {"host": "m.example.com", "from": SENDER},
+            f"{NOTIFY_PATH}.tos",
+            "unknown setting",
+        ),
+    ],
+)
+def test_bad_options_name_the_key(
+    notify: dict[str, Any], smtp: dict[str, Any], where: str, words: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         build(notify, smtp)
     assert info.value.file == "siem.toml"
@@ -241,8 +363,10 @@ def test_bad_options_name_the_key(notify: dict[str, Any], smtp: dict[str, Any], 
 
 
 def test_password_is_a_secret_in_the_notifier() -> None:
-    notifier = build({"to": ADMINS}, {"host": "m.example.com", "from": SENDER,
-                                      "username": "siem", "password": SMTP_PASSWORD})
+    notifier = build(
+        {"to": ADMINS},
+        {"host": "m.example.com", "from": SENDER, "username": "siem", "password": SMTP_PASSWORD},
+    )
     assert_no_secret(repr(notifier))
     assert_no_secret(repr(vars(notifier)))
 
@@ -310,8 +434,9 @@ def test_single_event_subject_is_singular(smtp_server: SMTPServer) -> None:
     assert subject == "acme: 1 selected event (config ×1)"  # noqa: RUF001
 
 
-def test_starttls_and_auth_with_the_test_ca(smtp_tls_server: SMTPServer,
-                                            logs: pytest.LogCaptureFixture) -> None:
+def test_starttls_and_auth_with_the_test_ca(
+    smtp_tls_server: SMTPServer, logs: pytest.LogCaptureFixture
+) -> None:
     notifier = build({"to": ADMINS}, tls_table(smtp_tls_server))
     notifier.notify(seed_digest())
     assert len(smtp_tls_server.messages) == 1
@@ -333,12 +458,16 @@ def test_implicit_tls_and_auth() -> None:
 
 
 def test_partially_refused_recipients_succeed_with_a_warning(
-        smtp_server: SMTPServer, logs: pytest.LogCaptureFixture) -> None:
+    smtp_server: SMTPServer, logs: pytest.LogCaptureFixture
+) -> None:
     smtp_server.reject_recipient(ADMINS[1], 550, "5.1.1 no such mailbox")
     build({"to": ADMINS}, smtp_table(smtp_server)).notify(seed_digest())
     assert [m.rcpt_tos for m in smtp_server.messages] == [ADMINS[:1]]
-    warnings = [r.getMessage() for r in logs.records if r.levelno == logging.WARNING
-                and r.name == email_plugin.__name__]
+    warnings = [
+        r.getMessage()
+        for r in logs.records
+        if r.levelno == logging.WARNING and r.name == email_plugin.__name__
+    ]
     assert len(warnings) == 1
     assert ADMINS[1] in warnings[0]
     assert "550 5.1.1 no such mailbox" in warnings[0]
@@ -347,8 +476,9 @@ def test_partially_refused_recipients_succeed_with_a_warning(
 # --------------------------------------------------------------------------- failures
 
 
-def test_wrong_password_is_permanent_and_never_shown(smtp_tls_server: SMTPServer,
-                                                     logs: pytest.LogCaptureFixture) -> None:
+def test_wrong_password_is_permanent_and_never_shown(
+    smtp_tls_server: SMTPServer, logs: pytest.LogCaptureFixture
+) -> None:
     wrong = "Wr0ng-Passw0rd-xyzzy"
     notifier = build({"to": ADMINS}, tls_table(smtp_tls_server, password=wrong))
     with pytest.raises(NotifierError) as info:
@@ -356,8 +486,10 @@ def test_wrong_password_is_permanent_and_never_shown(smtp_tls_server: SMTPServer
     err = info.value
     assert err.permanent is True
     assert err.code == 535
-    assert str(err) == (f"smtp://127.0.0.1:{smtp_tls_server.port}: login failed: "
-                        "535 5.7.8 Authentication credentials invalid")
+    assert str(err) == (
+        f"smtp://127.0.0.1:{smtp_tls_server.port}: login failed: "
+        "535 5.7.8 Authentication credentials invalid"
+    )
     # smtplib tries each offered mechanism (PLAIN, then LOGIN) before giving up.
     assert smtp_tls_server.failed_logins >= 1
     assert smtp_tls_server.messages == []
@@ -392,13 +524,17 @@ def test_451_at_data_is_transient_and_a_retry_delivers_once(smtp_server: SMTPSer
     assert smtp_server.messages[0].message["Message-ID"] == f"<{MESSAGE_ID}>"
 
 
-@pytest.mark.parametrize(("stage", "code", "permanent", "words"), [
-    ("MAIL", 550, True, f"sender {SENDER} refused: 550 5.7.1 not allowed"),
-    ("MAIL", 421, False, "421 4.7.0 busy"),
-    ("DATA", 554, True, "554 5.6.0 rejected"),
-])
-def test_server_replies_map_to_permanence(smtp_server: SMTPServer, stage: Any, code: int,
-                                          permanent: bool, words: str) -> None:
+@pytest.mark.parametrize(
+    ("stage", "code", "permanent", "words"),
+    [
+        ("MAIL", 550, True, f"sender {SENDER} refused: 550 5.7.1 not allowed"),
+        ("MAIL", 421, False, "421 4.7.0 busy"),
+        ("DATA", 554, True, "554 5.6.0 rejected"),
+    ],
+)
+def test_server_replies_map_to_permanence(
+    smtp_server: SMTPServer, stage: Any, code: int, permanent: bool, words: str
+) -> None:
     text = words.rsplit(f"{code} ", 1)[1]
     smtp_server.fail_next(code, text, stage=stage)
     with pytest.raises(NotifierError) as info:
@@ -451,16 +587,25 @@ def test_silent_server_times_out_as_transient() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         port = silent.getsockname()[1]
-        notifier = build({"to": ADMINS}, {"host": "127.0.0.1", "port": port, "security": "none",
-                                          "from": SENDER, "timeout": 0.3,
-                                          "client_hostname": "siem-test.example"})
+        notifier = build(
+            {"to": ADMINS},
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "none",
+                "from": SENDER,
+                "timeout": 0.3,
+                "client_hostname": "siem-test.example",
+            },
+        )
         started = time.monotonic()
         with pytest.raises(NotifierError) as info:
             notifier.notify(seed_digest())
         assert time.monotonic() - started < 3
     assert info.value.permanent is False
-    assert str(info.value) == (f"smtp://127.0.0.1:{port}: connect failed: "
-                               "timed out after 0.3s waiting for the server")
+    assert str(info.value) == (
+        f"smtp://127.0.0.1:{port}: connect failed: timed out after 0.3s waiting for the server"
+    )
 
 
 # --------------------------------------------------------------------------- content safety
@@ -477,8 +622,11 @@ def test_non_ascii_event_text_round_trips(smtp_server: SMTPServer) -> None:
 
 
 def test_event_text_cannot_inject_headers(smtp_server: SMTPServer) -> None:
-    hostile = dict(SEED_EVENTS[0], device_name="Cuong Ba\r\nBcc: evil@example.com",
-                   details="exempted\nSubject: x\n\nfake body\u2028line\u202eevil")
+    hostile = dict(
+        SEED_EVENTS[0],
+        device_name="Cuong Ba\r\nBcc: evil@example.com",
+        details="exempted\nSubject: x\n\nfake body\u2028line\u202eevil",
+    )
     admin = dict(SEED_EVENTS[2], admin_name="Eve\r\nTo: evil@example.com")
     digest = make_digest([make_event(101, hostile), make_event(102, admin)])
     build({"to": ADMINS}, smtp_table(smtp_server)).notify(digest)
@@ -497,8 +645,11 @@ def test_event_text_cannot_inject_headers(smtp_server: SMTPServer) -> None:
     assert "    Details: exempted\\nSubject: x\\n\\nfake body\\u2028line\\u202eevil\n" in body
     assert "    Admin:   Eve\\r\\nTo: evil@example.com <phuongphweekly@gmail.com>\n" in body
     # No body line starts with something a reader could take for a header.
-    assert not [line for line in body.splitlines()
-                if line.startswith(("Bcc:", "Subject:", "To:", "fake body", "line"))]
+    assert not [
+        line
+        for line in body.splitlines()
+        if line.startswith(("Bcc:", "Subject:", "To:", "fake body", "line"))
+    ]
 
 
 def test_unsafe_message_id_is_replaced_by_a_stable_safe_one(smtp_server: SMTPServer) -> None:
@@ -534,8 +685,7 @@ def test_long_digest_lists_max_listed_of_total(smtp_server: SMTPServer, listed: 
 
 def test_oversized_field_is_shortened(smtp_server: SMTPServer) -> None:
     record = dict(SEED_EVENTS[0], details="x" * 10_000)
-    build({"to": ADMINS}, smtp_table(smtp_server)).notify(
-        make_digest([make_event(1, record)]))
+    build({"to": ADMINS}, smtp_table(smtp_server)).notify(make_digest([make_event(1, record)]))
     body = body_of(smtp_server.messages[0].message)
     assert f"    Details: {'x' * 2000}… (8000 more characters)\n" in body
 
@@ -560,9 +710,17 @@ def test_probe_reports_bad_credentials(smtp_tls_server: SMTPServer) -> None:
 
 def test_probe_fails_on_a_closed_port() -> None:
     port = closed_port()
-    notifier = build({"to": ADMINS}, {"host": "127.0.0.1", "port": port, "security": "none",
-                                      "from": SENDER, "timeout": 2,
-                                      "client_hostname": "siem-test.example"})
+    notifier = build(
+        {"to": ADMINS},
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "from": SENDER,
+            "timeout": 2,
+            "client_hostname": "siem-test.example",
+        },
+    )
     with pytest.raises(NotifierError) as info:
         notifier.probe()
     assert info.value.permanent is False

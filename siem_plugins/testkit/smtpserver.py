@@ -58,7 +58,11 @@ class _Recorder:
         self._server = server
 
     async def handle_MAIL(
-        self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        smtp: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         mail_options: list[str],
     ) -> str:
         if self._server.auth is not None and not session.authenticated:
@@ -71,7 +75,11 @@ class _Recorder:
         return "250 OK"
 
     async def handle_RCPT(
-        self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        smtp: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         fault = self._server._take_fault("RCPT")
@@ -85,7 +93,10 @@ class _Recorder:
         return "250 OK"
 
     async def handle_DATA(
-        self, smtp: SMTP, session: Session, envelope: Envelope,
+        self,
+        smtp: SMTP,
+        session: Session,
+        envelope: Envelope,
     ) -> str:
         fault = self._server._take_fault("DATA")
         if fault is not None:
@@ -108,7 +119,11 @@ class _Recorder:
         return "250 2.0.0 Message accepted"
 
     async def handle_NOOP(
-        self, smtp: SMTP, session: Session, envelope: Envelope, arg: str,
+        self,
+        smtp: SMTP,
+        session: Session,
+        envelope: Envelope,
+        arg: str,
     ) -> str:
         with self._server._lock:
             self._server.noops += 1
@@ -157,8 +172,9 @@ class SMTPServer:
 
     # ------------------------------------------------------------------ control
 
-    def fail_next(self, code: int = 451, text: str = "try later", stage: Stage = "DATA",
-                  *, times: int = 1) -> None:
+    def fail_next(
+        self, code: int = 451, text: str = "try later", stage: Stage = "DATA", *, times: int = 1
+    ) -> None:
         """Answer the next ``times`` ``stage`` commands with ``code text`` (any session)."""
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -167,8 +183,9 @@ class SMTPServer:
         with self._lock:
             self._faults[stage].extend([f"{code} {text}"] * times)
 
-    def reject_recipient(self, address: str, code: int = 550,
-                         text: str = "5.1.1 no such mailbox") -> None:
+    def reject_recipient(
+        self, address: str, code: int = 550, text: str = "5.1.1 no such mailbox"
+    ) -> None:
         """Refuse RCPT TO ``address`` (case-insensitive) until :meth:`clear`."""
         with self._lock:
             self._rejected[address.lower()] = f"{code} {text}"
@@ -241,8 +258,12 @@ class SMTPServer:
     def __enter__(self) -> SMTPServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -270,13 +291,16 @@ class SMTPServer:
             self._tmpdir = None
             self.ca_file = None
 
-    def _authenticate(self, smtp: SMTP, session: Session, envelope: Envelope,
-                      mechanism: str, auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         assert self.auth is not None
         user, password = self.auth
-        if (isinstance(auth_data, LoginPassword)
-                and auth_data.login == user.encode()
-                and auth_data.password == password.encode()):
+        if (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()
+        ):
             return AuthResult(success=True, auth_data=auth_data)
         with self._lock:
             self.failed_logins += 1
