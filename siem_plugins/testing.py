@@ -16,6 +16,10 @@ use them pays nothing:
 * ``pg_url`` — a PostgreSQL URL whose ``search_path`` is a fresh, migrated schema (dropped
   afterwards). The server comes from ``SIEM_TEST_PG_URL`` (default: the local one on
   127.0.0.1:5432, database ``test``); if it is unreachable the test fails, it is not skipped.
+
+It also re-exports the conformance suites of :mod:`siem_plugins.conformance`
+(``SinkConformance``, ``FormatterConformance``, ``NotifierConformance``,
+``SourceConformance``): subclass one in a test module and provide its fixtures.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ from siem_plugins.testkit.fixtures_s3 import (  # noqa: F401 (re-exported fixtur
     s3_faults,
     s3_server,
     s3_server_session,
+)
+
+# The suites' asserts are the plugin author's test failures: have pytest rewrite them
+# for readable messages. This must happen before the module is first imported.
+pytest.register_assert_rewrite("siem_plugins.conformance")
+
+from siem_plugins.conformance import (  # noqa: E402, F401 (re-exported, after the rewrite hook)
+    FormatterConformance,
+    NotifierConformance,
+    SinkConformance,
+    SourceConformance,
 )
 
 if TYPE_CHECKING:
@@ -60,8 +75,9 @@ def smtp_tls_server() -> Iterator[SMTPServer]:
     """STARTTLS required, then AUTH as ``siem`` / ``s3cret-pass``. Trust ``.ca_file``."""
     from siem_plugins.testkit.smtpserver import SMTPServer
 
-    with SMTPServer(starttls=True, require_starttls=True,
-                    auth=(SMTP_USER, SMTP_PASSWORD)) as server:
+    with SMTPServer(
+        starttls=True, require_starttls=True, auth=(SMTP_USER, SMTP_PASSWORD)
+    ) as server:
         yield server
 
 
@@ -101,8 +117,10 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {base} is not reachable ({exc}); start it (see .ci/run) "
-                    "or point SIEM_TEST_PG_URL at one")
+        pytest.fail(
+            f"PostgreSQL at {base} is not reachable ({exc}); start it (see .ci/run) "
+            "or point SIEM_TEST_PG_URL at one"
+        )
     with admin:
         admin.execute(f"CREATE SCHEMA {schema}")
         sep = "&" if "?" in base else "?"
