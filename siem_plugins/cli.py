@@ -95,18 +95,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # Names, origins and errors come from third-party code: never let them be read as markup.
     table = Table(title="siem-plugins plugins")
     for col in ("plugin", "provides (kind: name)", "origin", "hooks"):
         table.add_column(col)
     for row in rows:
         provides = "\n".join(f"{p['kind']}: {p['name']}" for p in row["provides"]) or "-"
-        table.add_row(row["name"], provides, row["origin"], "\n".join(row["hooks"]))
+        cells = (row["name"], provides, row["origin"], "\n".join(row["hooks"]))
+        table.add_row(*(escape(str(c)) for c in cells))
     console = Console()
     console.print(table)
     for f in host.failures:
-        console.print(f"[red]not loaded[/red]: {f}", highlight=False, markup=False)
+        console.print(f"[red]not loaded[/red]: {escape(str(f))}", highlight=False)
     return 0
 
 
