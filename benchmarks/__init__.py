@@ -1,0 +1,1 @@
+"""The siem-plugins benchmark suite: ``python -m benchmarks`` (docs/performance.md)."""

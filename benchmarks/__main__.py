@@ -1,0 +1,5 @@
+"""``python -m benchmarks``: see benchmarks/bench.py and docs/performance.md."""
+
+from benchmarks.bench import main
+
+raise SystemExit(main())
