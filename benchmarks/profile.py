@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if pyspy is None:
         print("py-spy is not installed: bash benchmarks/setup.sh", file=sys.stderr)
         return 2
+    args.out = args.out.resolve()  # the child runs in a scratch folder
     args.out.mkdir(parents=True, exist_ok=True)
     bargs = bench_mod.parse_args(["--data-dir", str(args.data_dir), "--quiet"])
     work = Path(tempfile.mkdtemp(prefix="siem-profile-"))

@@ -124,6 +124,29 @@ class Formatter(Protocol):
         ...
 
 
+@runtime_checkable
+class RawSource(Protocol):
+    """Optional fast path of a :class:`Source`: the stored canonical JSON of each event,
+    without building :class:`Event` objects."""
+
+    def read_raw(
+        self, account: str, first_id: int, last_id: int, *, batch_size: int = 5000
+    ) -> Iterator[list[bytes]]:
+        """``[e.raw for e in batch]`` for each batch :meth:`Source.read` would yield."""
+        ...
+
+
+@runtime_checkable
+class RawFormatter(Protocol):
+    """Optional fast path of a :class:`Formatter` whose output depends on nothing but each
+    event's canonical JSON (``Event.raw``). When the source is a :class:`RawSource`, the
+    pipeline calls ``format_raw`` instead of ``format`` and makes no Event objects."""
+
+    def format_raw(self, raws: Sequence[bytes]) -> bytes:
+        """The same bytes as :meth:`Formatter.format` of the events these came from."""
+        ...
+
+
 class ObjectWriter:
     """One object being written. All or nothing: :meth:`commit` publishes it,
     :meth:`abort` leaves no trace. As a context manager, an exception inside the block

@@ -305,6 +305,25 @@ class PostgresStore:
                     return
                 yield [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
 
+    def read_raw(
+        self, account: str, first_id: int, last_id: int, *, batch_size: int = 5000
+    ) -> Iterator[list[bytes]]:
+        with (
+            self._conns.borrowed() as conn,
+            conn.transaction(),
+            conn.cursor(name="siem_read_raw", binary=True) as cur,
+        ):
+            cur.itersize = batch_size
+            cur.execute(
+                "SELECT body FROM siem_event WHERE account=%s AND id>=%s AND id<=%s ORDER BY id",
+                (account, first_id, last_id),
+            )
+            while True:
+                rows = cur.fetchmany(batch_size)
+                if not rows:
+                    return
+                yield [r[0] for r in rows]
+
     def count(self, account: str | None = None) -> int:
         conn = self._conns.get()
         if account is None:

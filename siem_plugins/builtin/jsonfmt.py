@@ -24,9 +24,13 @@ class JSONFormatter:
         return cls()
 
     def format(self, events: Sequence[Event]) -> bytes:
-        if not events:
+        return self.format_raw([e.raw for e in events])
+
+    def format_raw(self, raws: Sequence[bytes]) -> bytes:
+        """The fast path (:class:`~siem_plugins.kinds.RawFormatter`): no Event objects."""
+        if not raws:
             return b""
-        return b"\n".join([e.raw for e in events]) + b"\n"
+        return b"\n".join(raws) + b"\n"
 
 
 @hookimpl
