@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 from typing import Any
 
@@ -125,6 +126,19 @@ def test_large_object_is_uploaded_in_parts(s3_server: S3Server, s3_bucket: str) 
     if s3_server.faults is not None:
         assert s3_server.faults.count("UploadPart") == 3
         assert s3_server.faults.count("CompleteMultipartUpload") == 1
+
+
+def test_abort_with_a_part_upload_in_flight_leaves_nothing(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, part_size=5 * MiB)
+    writer = sink.open("inflight.bin", META)
+    writer.write(os.urandom(6 * MiB))  # handed to the background uploader
+    writer.write(b"tail")
+    writer.abort()
+    assert open_uploads(s3_server, s3_bucket) == []
+    assert keys(s3_server, s3_bucket) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("siem-s3-upload")]
 
 
 def test_sse_aes256_is_requested_and_reported(s3_server: S3Server, s3_bucket: str) -> None:
@@ -315,10 +329,15 @@ def test_failed_write_poisons_the_object(
     sink = make_sink(s3_server, s3_bucket, part_size=5 * MiB)
     writer = sink.open("w.bin", META)
     s3_faults.fail_next(1, status=403, code="AccessDenied", op="UploadPart")
+    # The part is uploaded in the background while the caller goes on; its failure
+    # surfaces at the next write (or at commit) that has to wait for it.
+    writer.write(os.urandom(6 * MiB))
     with pytest.raises(SinkError, match="AccessDenied") as caught:
         writer.write(os.urandom(6 * MiB))
     assert caught.value.permanent
-    # Part of that chunk is buffered, part is lost: committing would corrupt the object.
+    # Part of the first chunk is buffered, part is lost: committing would corrupt the object.
+    with pytest.raises(SinkError, match="failed"):
+        writer.write(b"more")
     with pytest.raises(SinkError, match="failed"):
         writer.commit()
     assert open_uploads(s3_server, s3_bucket) == []

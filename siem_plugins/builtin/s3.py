@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -482,6 +483,14 @@ class S3ObjectWriter(ObjectWriter):
         self._secret = sink._secret()
         self._lock = threading.Lock()
         self._state = "open"  # -> committed | aborted | failed
+        # Double buffering: bytes gather in _pending while the previous part_size of them
+        # is uploaded by one background thread (smart_open uploads a part inside write()),
+        # so reading, formatting and compressing overlap with the network. At most two
+        # parts are held: memory stays bounded by the part size.
+        self._part_size = sink.settings.part_size
+        self._pending = bytearray()
+        self._uploader: ThreadPoolExecutor | None = None
+        self._in_flight: Future[int] | None = None
         args = sink.settings.object_args(meta)
         try:
             self._writer = smart_open.s3.open(
@@ -520,21 +529,47 @@ class S3ObjectWriter(ObjectWriter):
                 location=self.location,
                 code="WriterClosed",
             )
+        self._pending += data
+        self.size += len(data)
+        if len(self._pending) >= self._part_size:
+            self._wait_for_upload()
+            chunk, self._pending = bytes(self._pending), bytearray()
+            if self._uploader is None:
+                self._uploader = ThreadPoolExecutor(1, thread_name_prefix="siem-s3-upload")
+            self._in_flight = self._uploader.submit(self._writer.write, chunk)
+
+    def _wait_for_upload(self) -> None:
+        """Wait for the part upload in flight; if it failed, the object is failed."""
+        future, self._in_flight = self._in_flight, None
+        if future is None:
+            return
         try:
-            self._writer.write(data)
+            future.result()
         except Exception as exc:
-            # A part upload failed halfway through this chunk: the buffered bytes no
+            # A part upload failed halfway through a chunk: the bytes smart_open holds no
             # longer match what was written, so the object can only be abandoned.
             self._state = "failed"
             raise to_sink_error(
                 exc, self.location, secret=self._secret, doing="upload failed"
             ) from exc
-        self.size += len(data)
+
+    def _stop_uploader(self) -> None:
+        """Let an upload in flight finish (a request cannot be recalled) and stop the
+        thread; its outcome no longer matters."""
+        future, self._in_flight = self._in_flight, None
+        if future is not None:
+            with contextlib.suppress(BaseException):
+                future.result()
+        if self._uploader is not None:
+            self._uploader.shutdown(wait=True)
+            self._uploader = None
+        self._pending = bytearray()
 
     def commit(self) -> ObjectReceipt:
         with self._lock:
             if self._state != "open":
                 if self._state == "failed":
+                    self._stop_uploader()
                     self._abort_upload()
                 raise SinkError(
                     f"{self.location}: cannot commit: the object was {self._state}",
@@ -543,8 +578,13 @@ class S3ObjectWriter(ObjectWriter):
                 )
             self._state = "committing"
             try:
+                self._wait_for_upload()
+                if self._pending:
+                    self._writer.write(bytes(self._pending))
+                    self._pending = bytearray()
                 self._writer.close()
             except BaseException as exc:
+                self._stop_uploader()
                 self._state = "failed"
                 # smart_open leaves the multipart upload open when the last part or
                 # CompleteMultipartUpload fails inside close().
@@ -555,6 +595,7 @@ class S3ObjectWriter(ObjectWriter):
                     ) from exc
                 raise
             self._state = "committed"
+            self._stop_uploader()
         log.debug("%s: committed %d bytes", self.location, self.size)
         return ObjectReceipt(key=self.key, location=self.location, size=self.size, meta=self.meta)
 
@@ -565,6 +606,7 @@ class S3ObjectWriter(ObjectWriter):
             if self._state in ("committed", "aborted"):
                 return
             self._state = "aborted"
+            self._stop_uploader()
             self._abort_upload()
         log.debug("%s: aborted", self.location)
 
