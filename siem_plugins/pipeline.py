@@ -32,7 +32,6 @@ from siem_plugins.kinds import (
     Notifier,
     ObjectMeta,
     ObjectReceipt,
-    RawFormatter,
     RawSource,
     Sink,
     Source,
@@ -367,8 +366,9 @@ class Pipeline:
         source, formatter = self.rt.source, integ.formatter
         args = (integ.config.account, intent.first_id, intent.last_id)
         size = integ.config.batch_size
-        if isinstance(source, RawSource) and isinstance(formatter, RawFormatter):
-            format_raw = formatter.format_raw
+        # A subclass opts out of an inherited fast path with ``format_raw = None``.
+        format_raw = getattr(formatter, "format_raw", None)
+        if isinstance(source, RawSource) and callable(format_raw):
             for raws in source.read_raw(*args, batch_size=size):
                 yield raws, format_raw
         else:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from siem_plugins import SinkSpec, hookimpl
+from siem_plugins import Event, FormatterSpec, SinkSpec, hookimpl
+from siem_plugins.builtin.jsonfmt import JSONFormatter
 from siem_plugins.builtin.local import LocalSink
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter
@@ -231,3 +232,55 @@ def test_unknown_account_name_cannot_escape_the_prefix(tmp_path: Path) -> None:
     for bad in ("../etc", "a/b", "x\ny", ".."):
         with pytest.raises(ConfigError, match=r"integration\[0\]\.account: invalid account"):
             runtime(tmp_path / "s.db", [integration("i", local(tmp_path), account=bad)])
+
+
+class TaggedJSON(JSONFormatter):
+    """A JSON subclass that changes ``format``; ``opt_out`` drops the inherited fast path."""
+
+    def format(self, events: Sequence[Event]) -> bytes:
+        return b"".join(b"T " + e.raw + b"\n" for e in events)
+
+
+class TaggedJSONOptOut(TaggedJSON):
+    format_raw = None  # type: ignore[assignment]
+
+
+class TaggedPlugin:
+    @hookimpl
+    def siem_register_formatters(self) -> list[FormatterSpec]:
+        return [
+            FormatterSpec(name="tagged", factory=lambda o: TaggedJSON()),
+            FormatterSpec(name="tagged-opt-out", factory=lambda o: TaggedJSONOptOut()),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tagged"), [("json", False), ("tagged", False), ("tagged-opt-out", True)]
+)
+def test_raw_fast_path_is_taken_only_when_the_formatter_offers_it(
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events, fmt: str, tagged: bool
+) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(30)))
+    sink = {"type": "local", "path": str(tmp_path / "bucket")}
+    rt = runtime(
+        siem_store.path,
+        [integration("acme", sink, fmt=fmt, compression="none")],
+        plugins=[("tagged", TaggedPlugin())],
+    )
+    made: list[int] = []
+    read = rt.source.read
+
+    def counting_read(*args: Any, **kwargs: Any) -> Any:
+        for batch in read(*args, **kwargs):
+            made.append(len(batch))
+            yield batch
+
+    rt.source.read = counting_read  # type: ignore[method-assign]
+    result = Pipeline(rt).sync(rt.integrations[0])
+    rt.close()
+    assert result.ok, result.errors
+    (data,) = local_objects(tmp_path / "bucket").values()
+    lines = data.splitlines()
+    assert len(lines) == 30 and all(line.startswith(b"T ") == tagged for line in lines)
+    # Event objects are made for the notifier's scan only, unless the object needs them.
+    assert sum(made) == (30 if tagged else 0) + result.digests[0].total
