@@ -303,9 +303,9 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 def _safe_url(url: str) -> str:
     """A store URL without its password, for messages."""
-    import re
+    from siem_plugins.config import redact_url
 
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    return redact_url(url)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

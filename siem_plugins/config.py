@@ -116,7 +116,18 @@ def redact(value: Any, key: str = "") -> Any:
         return [redact(v, key) for v in value]
     if isinstance(value, Secret) or (key and is_secret_key(key) and isinstance(value, str)):
         return REDACTED
+    if isinstance(value, str):
+        return redact_url(value)
     return value
+
+
+#: ``scheme://[user]:password@``: group 1 is everything before the password, group 2 it.
+_URL_PASSWORD_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)([^@/\s]*)@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of a ``scheme://user:password@host`` URL as ``***``."""
+    return _URL_PASSWORD_RE.sub(lambda m: f"{m.group(1)}{REDACTED if m.group(2) else ''}@", text)
 
 
 def interpolate(
@@ -147,6 +158,10 @@ def interpolate(
         if out:
             secrets.append(out)
         return Secret(out)
+    if (m := _URL_PASSWORD_RE.match(out)) and m.group(2):
+        # postgresql://user:password@host/db, redis://:password@host: the password is a
+        # secret wherever the URL is printed or logged.
+        secrets.append(m.group(2))
     return out
 
 

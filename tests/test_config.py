@@ -207,3 +207,33 @@ def test_cli_check_prints_redacted_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert '"password": "***"' in proc.stdout
     assert "hunter2" not in proc.stdout + proc.stderr
+
+
+def test_passwords_inside_urls_are_redacted_in_printed_config_and_logs(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The migrated schema of pg_url, reached with a password in the URL (the local server
+    # trusts loopback, so any password connects); and a broker URL with one.
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    store = pg_url.replace(f"{parts.username}@", f"{parts.username}:Url-Secret-Pw-42@", 1)
+    text = (
+        textwrap.dedent(BASE).replace('url = "sqlite:///{db}"', f'url = "{store}"')
+        + '[celery]\nbroker_url = "redis://:Broker-Secret-99@127.0.0.1:6379/0"\n'
+    )
+    path = write(tmp_path, text)
+    args = ["check", "--no-probe", "--print-config", "-vv", "-c", str(path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "siem_plugins", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
+    assert printed["store"]["url"].startswith(f"postgresql://{parts.username}:***@")
+    assert printed["celery"]["broker_url"] == "redis://:***@127.0.0.1:6379/0"
+    assert "Url-Secret" not in proc.stdout + proc.stderr
+    assert "Broker-Secret" not in proc.stdout + proc.stderr
