@@ -311,11 +311,12 @@ def _safe_url(url: str) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     assert cfg is not None
-    print(f"config {cfg.file}: ok ({len(cfg.integrations)} integrations)")
     if args.print_config:
         print(json.dumps(cfg.redacted(), indent=2, default=str))
     failed = 0
     with _runtime(args, cfg) as rt:
+        # Only now is it known to be ok: building the runtime checks every plugin setting.
+        print(f"config {cfg.file}: ok ({len(cfg.integrations)} integrations)")
         for integ in rt.integrations:
             state = "enabled" if integ.config.enabled else "disabled"
             print(

@@ -46,7 +46,7 @@ class Intent:
     """A range fixed before anything is written, replayed unchanged after a crash.
 
     :ivar key: the object key (sink) or the digest's Message-ID seed (notifier).
-    :ivar created: UTC creation time, ``YYYY-MM-DDTHH:MM:SSZ``.
+    :ivar created: UTC creation time, ``YYYY-MM-DDTHHMMSSZ`` (the object key's form).
     :ivar fingerprint: what the key depends on (account, format, compression, prefix);
         an intent whose fingerprint no longer matches the config is re-planned.
     """

@@ -237,3 +237,18 @@ def test_passwords_inside_urls_are_redacted_in_printed_config_and_logs(
     assert printed["celery"]["broker_url"] == "redis://:***@127.0.0.1:6379/0"
     assert "Url-Secret" not in proc.stdout + proc.stderr
     assert "Broker-Secret" not in proc.stdout + proc.stderr
+
+
+def test_check_says_ok_only_after_every_plugin_setting_is_valid(tmp_path: Path) -> None:
+    # A setting only the sink plugin knows is wrong: found when the sink is built.
+    path = write(tmp_path, BASE.replace('path = "{out}"', 'path = "{out}"\ncompres = "gzip"'))
+    proc = subprocess.run(
+        [sys.executable, "-m", "siem_plugins", "check", "--no-probe", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "ok" not in proc.stdout
+    assert "integration[0].sink.compres: unknown setting 'compres'" in proc.stderr
+    assert "Traceback" not in proc.stderr
