@@ -214,7 +214,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     if progress is not None:
                         backlog = rt.source_backlog(integ)
                         tasks[integ.name] = progress.add_task(integ.name, total=backlog)
-                    result = pipeline.sync(integ, catch_up=not args.one_object)
+                    catch_up = not args.one_object
+                    if hasattr(rt.state, "try_lock"):
+                        # A shared store: never beside a `run` or a worker syncing it.
+                        from siem_plugins.fleet import run_locked
+
+                        locked = run_locked(rt, integ.name, pipeline=pipeline, catch_up=catch_up)
+                        if locked is None:
+                            print(
+                                f"{integ.name}: SKIPPED: another process (a `run` or a "
+                                "worker) is syncing it; nothing was written"
+                            )
+                            failed += 1
+                            continue
+                        result = locked
+                    else:
+                        result = pipeline.sync(integ, catch_up=catch_up)
                     status = "ok" if result.ok else "FAILED"
                     print(
                         f"{integ.name}: {status}: {len(result.objects)} objects, "

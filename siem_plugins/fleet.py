@@ -120,7 +120,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
-def run_locked(rt: Any, name: str, *, pipeline: Any = None) -> SyncResult | None:
+def run_locked(
+    rt: Any, name: str, *, pipeline: Any = None, catch_up: bool = True
+) -> SyncResult | None:
     """One sync of ``name`` under its fleet-wide lock; ``None`` if another process holds
     it (the sync is skipped, not queued). Recorded in ``siem_sync_run``."""
     from siem_plugins.pipeline import Pipeline
@@ -137,7 +139,7 @@ def run_locked(rt: Any, name: str, *, pipeline: Any = None) -> SyncResult | None
         result: SyncResult | None = None
         error: str | None = None
         try:
-            result = (pipeline or Pipeline(rt)).sync(integ)
+            result = (pipeline or Pipeline(rt)).sync(integ, catch_up=catch_up)
             error = "; ".join(result.errors.values()) or None
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"

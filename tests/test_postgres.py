@@ -174,3 +174,52 @@ def test_concurrent_writers_with_delayed_commits_while_syncing(
     assert sorted(seen) == list(range(total)) and set(seen.values()) == {1}
     assert syncs >= 5
     rt.close()
+
+
+def test_sync_command_skips_an_integration_another_process_is_syncing(
+    pg_url: str, tmp_path: Path, siem_events: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    store = PostgresStore(pg_url)
+    store.append("acme", (canonicalize(e) for e in numbered(siem_events(40))))
+    store.close()
+    config = tmp_path / "siem.toml"
+    notify = {
+        "type": "outbox",
+        "path": str(tmp_path / "outbox"),
+        "from": "s@example.com",
+        "to": ["a@example.com"],
+        "events": ["config"],
+    }
+    config.write_text(
+        f'[store]\nurl = {json.dumps(pg_url)}\n\n[[integration]]\nname = "acme"\n'
+        f'format = "json"\nsink = {{ type = "local", path = {json.dumps(str(tmp_path / "out"))} }}\n'
+        f"notify = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in notify.items())} }}\n"
+    )
+
+    def sync() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "siem_plugins", "sync", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    rt = pg_runtime(pg_url, tmp_path)
+    held = rt.state.try_lock("acme")  # as a `run` or a worker syncing it would
+    assert held is not None
+    with held:
+        busy = sync()
+    assert busy.returncode == 1, busy.stdout + busy.stderr
+    assert "acme: SKIPPED: another process" in busy.stdout
+    assert not (tmp_path / "out").exists()
+    free = sync()
+    assert free.returncode == 0, free.stdout + free.stderr
+    assert "acme: ok: 1 objects, 40 events" in free.stdout
+    seen = Counter(s for d in local_objects(tmp_path / "out").values() for s in seqs_in(d))
+    assert sorted(seen) == list(range(1, 41)) and set(seen.values()) == {1}
+    assert rt.state.cursor("acme", SINK) == 40
+    rt.close()
