@@ -132,7 +132,11 @@ class RawSource(Protocol):
     def read_raw(
         self, account: str, first_id: int, last_id: int, *, batch_size: int = 5000
     ) -> Iterator[list[bytes]]:
-        """``[e.raw for e in batch]`` for each batch :meth:`Source.read` would yield."""
+        """``[e.raw for e in batch]`` for each batch :meth:`Source.read` would yield.
+
+        The pipeline iterates this in a background thread (reading ahead while it
+        compresses and uploads): each call must work from any thread and leave nothing
+        behind in it (e.g. open its own connection, or borrow one from a pool)."""
         ...
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +288,66 @@ def test_raw_fast_path_is_taken_only_when_the_formatter_offers_it(
     assert len(lines) == 30 and all(line.startswith(b"T ") == tagged for line in lines)
     # Event objects are made for the notifier's scan only, unless the object needs them.
     assert sum(made) == (30 if tagged else 0) + result.digests[0].total
+
+
+def test_read_ahead_yields_in_order_and_raises_the_readers_error() -> None:
+    from siem_plugins.pipeline import _read_ahead
+
+    assert list(_read_ahead(lambda: iter(range(1000)), depth=2)) == list(range(1000))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise sqlite3.OperationalError("disk I/O error")
+
+    got: list[int] = []
+
+    def consume() -> None:
+        for item in _read_ahead(failing):
+            got.append(item)
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        consume()
+    assert got == [1]
+    assert not [t for t in threading.enumerate() if t.name == "siem-read-ahead"]
+
+
+def test_read_ahead_stops_and_closes_the_reader_when_the_consumer_fails() -> None:
+    from siem_plugins.pipeline import _read_ahead
+
+    closed_in: list[str] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    def consume() -> None:
+        batches = _read_ahead(endless, depth=2)
+        with contextlib.closing(batches):
+            for n in batches:
+                if n == 5:
+                    raise RuntimeError("upload failed")
+
+    with pytest.raises(RuntimeError, match="upload failed"):
+        consume()
+    assert closed_in == ["siem-read-ahead"]  # closed by the reader, in its own thread
+    assert not [t for t in threading.enumerate() if t.name == "siem-read-ahead"]
+
+
+def test_syncs_leave_no_reader_threads_or_connections_behind(
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(500)))
+    rt = runtime(siem_store.path, [integration("acme", local(tmp_path), max_events=50)])
+    opened_before = len(rt.source._conns._all)  # type: ignore[attr-defined]
+    fds_before = len(os.listdir("/proc/self/fd"))
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert result.ok and len(result.objects) == 10
+    assert not [t for t in threading.enumerate() if t.name == "siem-read-ahead"]
+    assert len(rt.source._conns._all) <= opened_before + 1  # type: ignore[attr-defined]
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 4  # not one per object
+    rt.close()
