@@ -732,6 +732,27 @@ class SourceConformance:
         everything = source.plan(self.account, 0, max_events=100, max_bytes=sum(sizes))
         assert everything == Range(ids[0], ids[-1], 12)
 
+    def test_plan_for_an_account_with_few_of_the_ids(self, source: Source, append: Append) -> None:
+        # One event of this account per five of another: a store may plan such sparse
+        # ranges differently from dense ones.
+        dicts = list(generate(8, seed=11))
+        ids: list[int] = []
+        for i, d in enumerate(dicts):
+            append(self.other_account, list(generate(5, seed=100 + i)))
+            ids += append(self.account, [d])
+        sizes = [len(e.raw) + 1 for e in events_from_dicts(dicts)]
+        fits = source.plan(self.account, 0, max_events=8, max_bytes=sum(sizes))
+        assert fits == Range(ids[0], ids[-1], 8)
+        short = source.plan(self.account, 0, max_events=8, max_bytes=sum(sizes) - 1)
+        assert short is not None and short.count < 8 and short.first_id == ids[0]
+        assert short.last_id == ids[short.count - 1]
+        assert sum(sizes[: short.count]) <= sum(sizes) - 1
+        assert source.plan(self.account, ids[2], max_events=3, max_bytes=MiB) == Range(
+            ids[3], ids[5], 3
+        )
+        got = self.read_all(source, self.account, Range(ids[1], ids[6], 6))
+        assert [e.id for e in got] == ids[1:7]
+
     def test_read_returns_exactly_the_stored_events(self, source: Source, append: Append) -> None:
         ids, expected = self.fill(append, 20)
         got = self.read_all(source, self.account, Range(ids[5], ids[14], 10))

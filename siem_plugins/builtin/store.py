@@ -45,6 +45,8 @@ _READ_SPARSE = (
 _READ_DENSE = (
     "SELECT id, type, log_type, ts, body FROM siem_event WHERE +account=? AND id>=? AND id<=?"
 )
+_SIZE_SPARSE = "SELECT total(length(body) + 1) FROM siem_event WHERE account=? AND id>=? AND id<=?"
+_SIZE_DENSE = "SELECT total(length(body) + 1) FROM siem_event WHERE +account=? AND id>=? AND id<=?"
 _RAW_SPARSE = "SELECT body FROM siem_event WHERE account=? AND id>=? AND id<=? ORDER BY id"
 _RAW_DENSE = "SELECT body FROM siem_event WHERE +account=? AND id>=? AND id<=? ORDER BY id"
 
@@ -120,14 +122,18 @@ class SQLiteStore:
                 (account, after_id, max_events),
             ).fetchone()
             return Range(lo, hi, n) if n else None
-        # The common case, in one aggregate: the next max_events events fit in max_bytes.
-        lo, hi, n, total = conn.execute(
-            "SELECT min(id), max(id), count(*), total(length(body) + 1) FROM (SELECT id, body"
-            " FROM siem_event WHERE account=? AND id>? ORDER BY id LIMIT ?)",
+        # The common case: the next max_events events fit in max_bytes. Their id range
+        # from the index alone, then their size; ids only grow, so no event can have
+        # joined the range between the two queries.
+        lo, hi, n = conn.execute(
+            "SELECT min(id), max(id), count(*) FROM (SELECT id FROM siem_event"
+            " WHERE account=? AND id>? ORDER BY id LIMIT ?)",
             (account, after_id, max_events),
         ).fetchone()
         if not n:
             return None
+        size_sql = _SIZE_DENSE if n * 2 >= hi - lo + 1 else _SIZE_SPARSE
+        (total,) = conn.execute(size_sql, (account, lo, hi)).fetchone()
         if total <= max_bytes:
             return Range(lo, hi, n)
         # Else walk the sizes to find where max_bytes is reached.
