@@ -260,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     assert cfg is not None
     interval = None
     if args.interval is not None:
-        interval = parse_duration(args.interval, Options({}, path="--interval"), "")
+        interval = parse_duration(args.interval, Options({}, path=""), "--interval")
     if args.executor == "celery":
         from siem_plugins.fleet import run_beat
 

@@ -95,8 +95,8 @@ class Config:
         """Reject top-level tables that no loaded plugin declares (typos like ``[smpt]``)."""
         for key in sorted(set(self.data) - _TOP_KEYS - known):
             raise ConfigError(
-                f"unknown section [{key}]; sections known to the loaded plugins: "
-                f"{', '.join(sorted(known | {'store'})) or 'none'}",
+                f"unknown section [{key}]; known sections: "
+                f"{', '.join(sorted(known | {'store', 'celery', 'integration'}))}",
                 file=self.file,
                 path=key,
             )

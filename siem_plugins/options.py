@@ -198,6 +198,11 @@ class Options:
         found, value = self._lookup(key)
         return value if found else default
 
+    @property
+    def used(self) -> frozenset[str]:
+        """The keys some reader asked for (in any layer)."""
+        return frozenset(self._used)
+
     def unused(self) -> Iterator[str]:
         yield from (k for k in self._layers[0].table if k not in self._used)
 

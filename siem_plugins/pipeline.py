@@ -37,7 +37,7 @@ from siem_plugins.kinds import (
     Sink,
     Source,
 )
-from siem_plugins.options import Options
+from siem_plugins.options import ConfigError, Options
 from siem_plugins.state import NOTIFIER, SINK, Intent, StateStore, open_state
 
 log = logging.getLogger(__name__)
@@ -205,12 +205,33 @@ class Runtime:
         self.source: Source = host.source(config.store_name, config.store_options)
         self.state: StateStore = _open_state(config)
         self.integrations: list[Integration] = []
+        # The options of every component built over a shared section ([s3], [smtp]).
+        self._section_options: list[tuple[str, Options]] = []
         try:
             for ic in config.integrations:
                 self.integrations.append(self._build(ic))
+            self._check_shared_sections()
         except BaseException:
             self.close()
             raise
+
+    def _check_shared_sections(self) -> None:
+        """A key of a shared section that no component read is a typo (``regoin``) that
+        would otherwise fall back to a default without a word. Sections no component
+        used are not judged: nothing is known about what they should hold."""
+        reads: dict[str, set[str]] = {}
+        for section, options in self._section_options:
+            reads.setdefault(section, set()).update(options.used)
+        for section, read in sorted(reads.items()):
+            table = self.config.data.get(section, {})
+            extra = sorted(k for k in table if k not in read)
+            if extra:
+                raise ConfigError(
+                    f"unknown setting {extra[0]!r} (the components using [{section}] read: "
+                    f"{', '.join(sorted(k for k in read if k != 'type')) or 'nothing'})",
+                    file=self.config.file,
+                    path=f"{section}.{extra[0]}",
+                )
 
     def _options(
         self,
@@ -222,7 +243,11 @@ class Runtime:
     ) -> Options:
         section = self.host.section_of(kind, name)
         defaults = [(section, self.config.data.get(section, {}))] if section else []
-        return Options(table, path=path, file=self.config.file, defaults=defaults, ignore=ignore)
+        options = Options(table, path=path, file=self.config.file, defaults=defaults, ignore=ignore)
+        if section:
+            # Read after the component is built (the set grows as it reads).
+            self._section_options.append((section, options))
+        return options
 
     def _build(self, ic: IntegrationConfig) -> Integration:
         host = self.host

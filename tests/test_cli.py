@@ -159,6 +159,14 @@ def test_no_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "config error: no config file (siem.toml)" in proc.stderr
 
 
+def test_run_rejects_a_zero_interval(tmp_path: Path) -> None:
+    cfg = tmp_path / "siem.toml"
+    cfg.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    proc = cli("run", "-c", str(cfg), "--interval", "0")
+    assert proc.returncode == 2, proc.stderr
+    assert "--interval: must be at least 1 second, got '0'" in proc.stderr
+
+
 @pytest.mark.slow
 def test_run_syncs_every_interval_and_stops_on_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "s.db"

@@ -110,7 +110,24 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             "integration[0].formt",
             "unknown setting 'formt'",
         ),
-        ("[smtp]", "[smpt]\nx = 1\n[smtp]", "smpt", "unknown section [smpt]"),
+        (
+            "[smtp]",
+            "[smpt]\nx = 1\n[smtp]",
+            "smpt",
+            "unknown section [smpt]; known sections: celery, integration, s3, smtp, store",
+        ),
+        (
+            "port = 2525",
+            "port = 2525\nprot = 25",
+            "smtp.prot",
+            "unknown setting 'prot' (the components using [smtp] read: ",
+        ),
+        (
+            "[integration.notify]",
+            '[integration.notify]\ntype = "outbox"\npath = "o"\nfrom = "not an address"',
+            "integration[0].notify.from",
+            "not an address",
+        ),
         ("port = 2525", 'port = "twenty"', "smtp.port", "expected an integer"),
         (
             'to = ["admin@example.com"]',

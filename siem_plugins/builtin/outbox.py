@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from siem_plugins import hookimpl
-from siem_plugins.builtin.email import DEFAULT_MAX_LISTED, EmailNotifier
+from siem_plugins.builtin.email import DEFAULT_MAX_LISTED, EmailNotifier, _mailbox
 from siem_plugins.kinds import Digest, NotifierSpec
 from siem_plugins.options import Options
 
@@ -26,7 +26,16 @@ class OutboxNotifier:
     def from_options(cls, options: Options) -> OutboxNotifier:
         folder = Path(options.string("path", required=True))
         sender = options.string("from", required=True)
+        try:
+            _mailbox(sender)
+        except ValueError as exc:
+            raise options.error("from", str(exc)) from None
         recipients = options.strings("to", required=True) or []
+        for i, rcpt in enumerate(recipients):
+            try:
+                _mailbox(rcpt)
+            except ValueError as exc:
+                raise options.error("to", f"item {i}: {exc}") from None
         max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0)
         try:
             # Only its message builder is used: no connection is ever made.
