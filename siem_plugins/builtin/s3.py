@@ -489,6 +489,7 @@ class S3ObjectWriter(ObjectWriter):
         # parts are held: memory stays bounded by the part size.
         self._part_size = sink.settings.part_size
         self._pending = bytearray()
+        self._handed = 0  # bytes given to smart_open (by the upload thread)
         self._uploader: ThreadPoolExecutor | None = None
         self._in_flight: Future[int] | None = None
         args = sink.settings.object_args(meta)
@@ -533,10 +534,30 @@ class S3ObjectWriter(ObjectWriter):
         self.size += len(data)
         if len(self._pending) >= self._part_size:
             self._wait_for_upload()
-            chunk, self._pending = bytes(self._pending), bytearray()
+            # Handed over, not copied; the list is the only reference left to it.
+            box, self._pending = [self._pending], bytearray()
             if self._uploader is None:
                 self._uploader = ThreadPoolExecutor(1, thread_name_prefix="siem-s3-upload")
-            self._in_flight = self._uploader.submit(self._writer.write, chunk)
+            self._in_flight = self._uploader.submit(self._hand_over, box)
+
+    def _hand_over(self, box: list[bytearray]) -> None:
+        """In the upload thread: give smart_open one chunk (>= a part), which uploads a part.
+
+        smart_open copies what it is given into its part buffer and uploads when that
+        buffer reaches the part size. The chunk goes in two writes: the first fills the
+        buffer to one byte short of a part; then the chunk is dropped, and its small rest
+        completes the part. So while a part is on the wire only smart_open's copy of it
+        is held, beside the next part filling up in ``_pending``: two parts, not three.
+        (If smart_open buffered differently, only the memory saving would be lost.)
+        """
+        chunk = box.pop()
+        short = self._part_size - self._handed % self._part_size - 1
+        self._handed += len(chunk)
+        view = memoryview(chunk)
+        self._writer.write(view[:short])
+        rest = bytes(view[short:])
+        del view, chunk
+        self._writer.write(rest)
 
     def _wait_for_upload(self) -> None:
         """Wait for the part upload in flight; if it failed, the object is failed."""
@@ -580,7 +601,7 @@ class S3ObjectWriter(ObjectWriter):
             try:
                 self._wait_for_upload()
                 if self._pending:
-                    self._writer.write(bytes(self._pending))
+                    self._writer.write(self._pending)
                     self._pending = bytearray()
                 self._writer.close()
             except BaseException as exc:
