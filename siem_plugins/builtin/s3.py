@@ -491,7 +491,7 @@ class S3ObjectWriter(ObjectWriter):
         self._pending = bytearray()
         self._handed = 0  # bytes given to smart_open (by the upload thread)
         self._uploader: ThreadPoolExecutor | None = None
-        self._in_flight: Future[int] | None = None
+        self._in_flight: Future[None] | None = None
         args = sink.settings.object_args(meta)
         try:
             self._writer = smart_open.s3.open(
