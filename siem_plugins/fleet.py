@@ -27,6 +27,7 @@ from typing import Any
 from siem_plugins.config import Config, load_config
 from siem_plugins.options import ConfigError
 from siem_plugins.pipeline import SyncResult
+from siem_plugins.scheduler import wait_for_stop
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def run_beat(
             if cycles is not None and ticks >= cycles:
                 break
             next_at += every
-            stop.wait(max(0.0, next_at - time.monotonic()))
+            wait_for_stop(stop, next_at - time.monotonic())
     return 0
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from types import FrameType
 
 from siem_plugins.pipeline import Integration, Pipeline, Runtime, SyncResult
@@ -87,12 +88,20 @@ class Scheduler:
                 break
             next_at += self.interval
             # Fixed-rate ticks: a slow cycle does not shift every later one.
-            self.stop.wait(max(0.0, next_at - time.monotonic()))
+            wait_for_stop(self.stop, next_at - time.monotonic())
         self.shutdown()
 
     def shutdown(self, *, wait: bool = True) -> None:
         self.stop.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if wait:
+            # In slices, not one join: a second signal must still be able to abandon
+            # the in-flight syncs (see wait_for_stop).
+            with self._lock:
+                running = [f for f in self._running.values() if not f.done()]
+            while running:
+                running = list(futures_wait(running, timeout=SIGNAL_POLL).not_done)
+            self._pool.shutdown(wait=True)
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -108,6 +117,28 @@ class Scheduler:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)
+
+
+# How often a waiting main thread wakes up to run pending signal handlers.
+SIGNAL_POLL = 0.2
+
+
+def wait_for_stop(stop: threading.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``stop``; True if it was set.
+
+    In slices of SIGNAL_POLL rather than one wait: CPython runs signal handlers in the
+    main thread only, and a signal the kernel delivers to another thread (any busy one:
+    a sync, a read-ahead, an upload) does not interrupt a main thread blocked in a lock
+    wait. One long wait would sit out the whole interval with the SIGTERM pending;
+    between slices the interpreter runs the pending handler, which sets ``stop``.
+    """
+    deadline = time.monotonic() + max(0.0, seconds)
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        stop.wait(min(left, SIGNAL_POLL))
+    return True
 
 
 def on_signals(stop: threading.Event) -> Callable[[], None]:

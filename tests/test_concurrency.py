@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ INGESTER = textwrap.dedent("""
     print("ingested", batches * size)
 """)
 
+PLUGINS_RUN = Path(__file__).parent / "plugins_run"
+
 
 def write_config(tmp_path: Path, interval: str = "1s", max_events: int = 700) -> Path:
     cfg = tmp_path / "siem.toml"
@@ -55,12 +58,13 @@ events = ["config"]
     return cfg
 
 
-def siem(*args: str) -> subprocess.Popen[str]:
+def siem(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "siem_plugins", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -107,7 +111,10 @@ def test_sigterm_during_run_finishes_in_flight_object_then_resumes(tmp_path: Pat
     )
     store.close()
     cfg = write_config(tmp_path, interval="1h", max_events=2000)
-    run = siem("run", "-c", str(cfg))
+    # 50 ms after each object: the backlog takes >= 1.5 s however fast the machine, so
+    # the SIGTERM always lands while objects remain.
+    cfg.write_text(f'plugins_dir = "{PLUGINS_RUN}"\n' + cfg.read_text())
+    run = siem("run", "-c", str(cfg), env={"SIEM_TEST_PACE": "0.05"})
     out_dir = tmp_path / "out"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(out_dir.rglob("*.gz"))) < 3:
@@ -129,3 +136,28 @@ def test_sigterm_during_run_finishes_in_flight_object_then_resumes(tmp_path: Pat
     assert again.returncode == 0, err
     seen = Counter(s for data in local_objects(out_dir).values() for s in seqs_in(data))
     assert sorted(seen) == list(range(total)) and set(seen.values()) == {1}
+
+
+def test_sigterm_delivered_to_a_worker_thread_still_stops_run(tmp_path: Path) -> None:
+    """Python runs signal handlers in the main thread only. When the kernel hands the
+    signal to another thread (a busy sync thread), a main thread blocked in a long wait
+    never ran the handler: `run` ignored SIGTERM until its next tick (1 h here)."""
+    cfg = write_config(tmp_path, interval="1h")
+    cfg.write_text(f'plugins_dir = "{PLUGINS_RUN}"\n' + cfg.read_text())
+    seed = (Path(__file__).parent / "data" / "seed_events.ndjson").read_bytes()
+    ingest = subprocess.run(
+        [sys.executable, "-m", "siem_plugins", "ingest", "-c", str(cfg), "--account", "acme", "-"],
+        input=seed,
+        capture_output=True,
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    run = siem("run", "-c", str(cfg), env={"SIEM_TEST_SIGNAL_IN_THREAD": "1"})
+    try:
+        _, err = run.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        _, err = run.communicate()
+        pytest.fail(f"run ignored a SIGTERM delivered to its sync thread:\n{err}")
+    assert run.returncode == 0, err
+    assert "SIGTERM: finishing in-flight objects, then stopping" in err
+    assert len(list((tmp_path / "out").rglob("*.gz"))) == 1
