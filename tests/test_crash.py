@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from siem_plugins.testkit.s3server import S3Server
 
 PLUGINS = Path(__file__).parent / "plugins"
 EVENTS = 64_000
-TRIALS = 16
+TRIALS = 20
 
 
 def config(tmp_path: Path, s3: S3Server, bucket: str, crash_rate: float) -> Path:
@@ -86,16 +87,22 @@ def test_sigkill_anywhere_then_resume_exactly_once(
     store = SQLiteStore(tmp_path / "siem.db")
     client = s3_server.client()
     rng = random.Random(20261128)
-    crashy = config(tmp_path, s3_server, s3_bucket, crash_rate=0.15)
+    crashy = config(tmp_path, s3_server, s3_bucket, crash_rate=0.25)
     kills = {"timer": 0, "plugin": 0, "finished": 0}
     open_uploads_seen = 0
+    # How long a whole run takes here, learnt from the runs that finish: the timer is
+    # drawn within it, so the kills land inside runs on a fast machine and a slow one.
+    run_time = 1.0
     for trial in range(TRIALS):
         # New events arrive before every run, so every trial has work to be killed in.
         part = events[trial * chunk : (trial + 1) * chunk]
         store.append("acme", (canonicalize(e) for e in part))
+        started = time.monotonic()
         proc = sync(crashy, seed=trial)
+        # Odd trials: a timer at a random moment. Even ones: only the plugin may kill.
+        timer = rng.uniform(0.05, 0.8) * run_time if trial % 2 else 120.0
         try:
-            proc.wait(timeout=rng.uniform(0.3, 2.5))
+            proc.wait(timeout=timer)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -106,6 +113,7 @@ def test_sigkill_anywhere_then_resume_exactly_once(
             else:
                 assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
                 kills["finished"] += 1
+                run_time = time.monotonic() - started
         open_uploads_seen += len(client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []))
     store.close()
     assert kills["timer"] >= 4 and kills["plugin"] >= 2, kills
