@@ -489,9 +489,9 @@ class S3ObjectWriter(ObjectWriter):
         # parts are held: memory stays bounded by the part size.
         self._part_size = sink.settings.part_size
         self._pending = bytearray()
-        self._handed = 0  # bytes given to smart_open (by the upload thread)
+        self._handed = 0  # bytes given to smart_open
         self._uploader: ThreadPoolExecutor | None = None
-        self._in_flight: Future[None] | None = None
+        self._in_flight: Future[int] | None = None
         args = sink.settings.object_args(meta)
         try:
             self._writer = smart_open.s3.open(
@@ -534,30 +534,37 @@ class S3ObjectWriter(ObjectWriter):
         self.size += len(data)
         if len(self._pending) >= self._part_size:
             self._wait_for_upload()
-            # Handed over, not copied; the list is the only reference left to it.
-            box, self._pending = [self._pending], bytearray()
-            if self._uploader is None:
-                self._uploader = ThreadPoolExecutor(1, thread_name_prefix="siem-s3-upload")
-            self._in_flight = self._uploader.submit(self._hand_over, box)
+            self._hand_over()
 
-    def _hand_over(self, box: list[bytearray]) -> None:
-        """In the upload thread: give smart_open one chunk (>= a part), which uploads a part.
+    def _hand_over(self) -> None:
+        """Give smart_open the bytes gathered (>= a part); a part upload starts in the
+        background.
 
         smart_open copies what it is given into its part buffer and uploads when that
-        buffer reaches the part size. The chunk goes in two writes: the first fills the
-        buffer to one byte short of a part; then the chunk is dropped, and its small rest
-        completes the part. So while a part is on the wire only smart_open's copy of it
-        is held, beside the next part filling up in ``_pending``: two parts, not three.
-        (If smart_open buffered differently, only the memory saving would be lost.)
+        buffer reaches the part size. Here the copy is made in this thread, up to one byte
+        short of a part, and ``_pending`` is freed; the upload thread gets only the small
+        rest, which completes the part and sends it. So while a part is on the wire only
+        smart_open's copy of it is held, beside the next part filling up in ``_pending``:
+        two part buffers, both allocated by this thread (buffers allocated by a second
+        thread would live in another malloc arena and keep its pages resident). If
+        smart_open buffered differently, only the memory saving would be lost.
         """
-        chunk = box.pop()
+        chunk, self._pending = self._pending, bytearray()
         short = self._part_size - self._handed % self._part_size - 1
         self._handed += len(chunk)
         view = memoryview(chunk)
-        self._writer.write(view[:short])
+        try:
+            self._writer.write(view[:short])
+        except Exception as exc:
+            self._state = "failed"
+            raise to_sink_error(
+                exc, self.location, secret=self._secret, doing="upload failed"
+            ) from exc
         rest = bytes(view[short:])
         del view, chunk
-        self._writer.write(rest)
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(1, thread_name_prefix="siem-s3-upload")
+        self._in_flight = self._uploader.submit(self._writer.write, rest)
 
     def _wait_for_upload(self) -> None:
         """Wait for the part upload in flight; if it failed, the object is failed."""
