@@ -19,6 +19,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -195,6 +196,10 @@ class Runtime:
     def __init__(self, config: Config, host: PluginHost) -> None:
         self.config = config
         self.host = host
+        # Threads that run notifier passes beside the sink passes (see Pipeline.sync);
+        # long-lived, so their per-thread store connections are bounded by their number.
+        self._notify_pool: ThreadPoolExecutor | None = None
+        self._notify_lock = threading.Lock()
         sections = {
             s
             for kind in ("sink", "notifier")
@@ -285,7 +290,20 @@ class Runtime:
             return [i for i in self.integrations if i.name in names]
         return [i for i in self.integrations if i.config.enabled]
 
+    def notify_pool(self) -> ThreadPoolExecutor:
+        """The threads notifier passes run in (``max_workers`` of them, made on first use)."""
+        with self._notify_lock:
+            if self._notify_pool is None:
+                self._notify_pool = ThreadPoolExecutor(
+                    self.config.max_workers, thread_name_prefix="siem-notify"
+                )
+            return self._notify_pool
+
     def close(self) -> None:
+        with self._notify_lock:
+            pool, self._notify_pool = self._notify_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         for integ in self.integrations:
             for part in (integ.sink, integ.notifier):
                 try:
@@ -325,20 +343,39 @@ class Pipeline:
 
     def sync(self, integ: Integration, *, catch_up: bool = True) -> SyncResult:
         """Ship everything new for one integration (all of it, in capped objects, when
-        ``catch_up``; else at most one object), then send one digest."""
+        ``catch_up``; else at most one object) and send its digest.
+
+        The two passes have cursors of their own and run side by side: the notifier's in
+        one of the runtime's notifier threads, the sink's in this one. A slow or failing
+        SMTP server never delays the objects, and a long catch-up to S3 never holds the
+        alerts back (nor the other way round); both are done when this returns.
+        """
         result = SyncResult(integ.name)
-        for destination, step in ((SINK, self._sync_sink), (NOTIFIER, self._sync_notifier)):
-            try:
-                step(integ, result, catch_up)
-            except Exception as exc:
-                where = integ.sink.describe() if destination == SINK else integ.notifier_label
-                message = f"integration {integ.name!r}: {destination} {where}: {exc}"
-                result.errors[destination] = message
-                log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
-                self.rt.host.hooks.sync_failed(
-                    integration=integ.name, destination=destination, error=exc
-                )
+        notifier = self.rt.notify_pool().submit(
+            self._step, NOTIFIER, self._sync_notifier, integ, result, catch_up
+        )
+        self._step(SINK, self._sync_sink, integ, result, catch_up)
+        notifier.result()
         return result
+
+    def _step(
+        self,
+        destination: str,
+        step: Callable[[Integration, SyncResult, bool], None],
+        integ: Integration,
+        result: SyncResult,
+        catch_up: bool,
+    ) -> None:
+        try:
+            step(integ, result, catch_up)
+        except Exception as exc:
+            where = integ.sink.describe() if destination == SINK else integ.notifier_label
+            message = f"integration {integ.name!r}: {destination} {where}: {exc}"
+            result.errors[destination] = message
+            log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.rt.host.hooks.sync_failed(
+                integration=integ.name, destination=destination, error=exc
+            )
 
     # ------------------------------------------------------------------ sink
 
