@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -530,14 +531,28 @@ CSV_COLUMNS = (
 
 
 def _builds_wheels_offline() -> bool:
-    """Whether setuptools here can build a wheel without fetching anything: from 70.1
-    it has bdist_wheel built in; before, it needs the ``wheel`` package."""
+    """Whether setuptools in *this* interpreter can build a wheel without fetching
+    anything: from 70.1 it has bdist_wheel built in; before, it needs ``wheel``."""
     try:
         version = importlib.metadata.version("setuptools")
     except importlib.metadata.PackageNotFoundError:
         return False
     major, minor = (int(p) for p in version.split(".")[:2])
     return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
+def _site_dirs() -> list[str]:
+    """Where this interpreter finds installed packages, in its own order: the venv's
+    site-packages, and the base interpreter's when the venv sees system packages."""
+    stdlib = {sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")}
+    return [
+        p
+        for p in sys.path
+        if p
+        and Path(p).is_dir()
+        and Path(p).name in ("site-packages", "dist-packages")
+        and p not in stdlib
+    ]
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -551,31 +566,53 @@ def test_example_package_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     _copy_tree(REPO / "siem_plugins", src / "siem_plugins")
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
+    _copy_tree(REPO / "docs", src / "docs")
     _copy_tree(EXAMPLE, example)
-
-    # A fresh environment that sees the system's packages for siem-plugins' own
-    # dependencies (so nothing is downloaded for them) but has neither siem-plugins
-    # nor the example installed: both are built and installed into it here.
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-        check=True,
-        timeout=60,
-    )
-    python, command = venv / "bin" / "python", venv / "bin" / "siem-plugins"
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "COLUMNS": "160"}
     env.pop("SIEM_CONFIG", None)
-    # Without a wheel-capable setuptools, pip fetches one for an isolated build.
+
+    # 1. Build both wheels with *this* interpreter, the one whose setuptools was just
+    #    checked (a nested venv would see another one: the base interpreter's).
+    #    Without a wheel-capable setuptools here, pip fetches one for an isolated build.
     isolation = ["--no-build-isolation"] if _builds_wheels_offline() else []
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation,
+         "--wheel-dir", str(wheels), str(src), str(example)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    built = sorted(wheels.glob("*.whl"))
+    assert [w.name.split("-")[0] for w in built] == ["siem_plugins", "siem_plugins_example"]
+
+    # 2. A fresh environment holding neither package. It finds their dependencies
+    #    (and pip, and pytest) where this interpreter finds them, through a .pth file
+    #    of plain paths: nothing is downloaded, and the .pth files of those folders
+    #    (this checkout's editable install among them) are not run, so the installed
+    #    wheels are the only siem_plugins it can import.
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
+    )
+    python, command = venv / "bin" / "python", venv / "bin" / "siem-plugins"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "zz_outer_site.pth").write_text("\n".join(_site_dirs()) + "\n")
+
+    # 3. Install the wheels: no build step, no index, whatever else is visible.
     pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", *isolation, str(src),
-         str(example)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--ignore-installed", *map(str, built)],
+        env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert command.exists()
+    where = subprocess.run(
+        [str(python), "-c", "import siem_plugins; print(siem_plugins.__file__)"],
+        check=True, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    ).stdout.strip()  # fmt: skip
+    assert Path(where).is_relative_to(venv), where
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
