@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -173,6 +174,54 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List or replay the events formatters could not format (docs/delivery.md)."""
+    cfg = _config(args)
+    assert cfg is not None
+    if args.action == "list":
+        from siem_plugins.pipeline import _open_state
+
+        state = _open_state(cfg)
+        try:
+            names = args.integration or [None]
+            letters = [d for n in names for d in state.dead_letters(n)]
+        finally:
+            state.close()
+        if args.json:
+            print(json.dumps([dataclasses.asdict(d) for d in letters], indent=2))
+            return 0
+        if not letters:
+            print("no dead letters")
+            return 0
+        for d in letters:
+            where = f"account {d.account}, set aside {d.created}"
+            print(f"{d.integration}: event {d.event_id} ({where}): {d.error}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    from siem_plugins.pipeline import Pipeline
+
+    failed = 0
+    with _runtime(args, cfg) as rt:
+        pipeline = Pipeline(rt)
+        for integ in rt.enabled(args.integration):
+            outcome = pipeline.replay_set_aside(integ)
+            if outcome.skipped:
+                print(f"{integ.name}: SKIPPED: {outcome.skipped}")
+                failed += 1
+                continue
+            if outcome.receipt is not None:
+                print(
+                    f"{integ.name}: shipped {len(outcome.shipped)} set-aside events to "
+                    f"{outcome.receipt.location}"
+                )
+            for event_id, why in sorted(outcome.still_failing.items()):
+                print(f"{integ.name}: event {event_id} still cannot be formatted: {why}")
+                failed += 1
+            if outcome.receipt is None and not outcome.still_failing:
+                print(f"{integ.name}: nothing to replay")
+    return 1 if failed else 0
+
+
 def _progress_columns() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -211,38 +260,46 @@ def cmd_sync(args: argparse.Namespace) -> int:
             pipeline = Pipeline(rt, stop=stop, progress=advance)
             with progress if progress is not None else contextlib.nullcontext():
                 for integ in integrations:
-                    if progress is not None:
-                        backlog = rt.source_backlog(integ)
-                        tasks[integ.name] = progress.add_task(integ.name, total=backlog)
-                    catch_up = not args.one_object
-                    if hasattr(rt.state, "try_lock"):
-                        # A shared store: never beside a `run` or a worker syncing it.
-                        from siem_plugins.fleet import run_locked
-
-                        locked = run_locked(rt, integ.name, pipeline=pipeline, catch_up=catch_up)
-                        if locked is None:
-                            print(
-                                f"{integ.name}: SKIPPED: another process (a `run` or a "
-                                "worker) is syncing it; nothing was written"
-                            )
-                            failed += 1
-                            continue
-                        result = locked
-                    else:
-                        result = pipeline.sync(integ, catch_up=catch_up)
+                    try:
+                        if progress is not None:
+                            backlog = rt.source_backlog(integ)
+                            tasks[integ.name] = progress.add_task(integ.name, total=backlog)
+                        result = pipeline.sync(integ, catch_up=not args.one_object)
+                    except Exception as exc:  # a bug: one line, and the other integrations
+                        print(f"{integ.name}: FAILED: {type(exc).__name__}: {exc}")
+                        log.debug("sync of %s failed", integ.name, exc_info=True)
+                        failed += 1
+                        continue
+                    for destination, why in result.skipped.items():
+                        print(f"{integ.name}: SKIPPED {destination}: {why}; nothing was written")
+                    if len(result.skipped) == 2:
+                        failed += 1
+                        continue
                     status = "ok" if result.ok else "FAILED"
                     print(
                         f"{integ.name}: {status}: {len(result.objects)} objects, "
                         f"{result.events} events, {len(result.digests)} digests"
+                        + (
+                            f", {len(result.set_aside)} events set aside"
+                            if result.set_aside
+                            else ""
+                        )
                     )
                     for receipt in result.objects:
                         print(
                             f"  {receipt.location}  ({receipt.meta.count} events, "
                             f"{receipt.size} bytes)"
                         )
+                    for event_id, why in sorted(result.set_aside.items()):
+                        print(f"  set aside: event {event_id}: {why}")
+                    if result.set_aside:
+                        print(
+                            "  (listed by `siem-plugins dead-letters list`; shipped by "
+                            "`siem-plugins dead-letters replay` once the formatter copes)"
+                        )
                     for err in result.errors.values():
                         print(f"  error: {err}", file=sys.stderr)
-                    failed += not result.ok
+                    failed += not result.ok or bool(result.skipped)
                     if stop.is_set():
                         print("stopped by signal; the rest resumes next time", file=sys.stderr)
                         break
@@ -523,6 +580,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser(
+        "dead-letters",
+        parents=[common],
+        help="list or replay events a formatter could not format",
+        description="Events a formatter could not format are set aside (dead letters) so "
+        "the events after them still ship. `list` shows them with the reason; `replay` "
+        "formats them again (after a fix or a format change) and ships those that now "
+        "format in one extra object per integration, exactly once.",
+    )
+    p.add_argument("action", choices=("list", "replay"))
+    p.add_argument(
+        "-i",
+        "--integration",
+        action="append",
+        metavar="NAME",
+        help="only this integration (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="list: machine-readable output")
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser(
         "ingest",

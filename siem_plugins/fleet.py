@@ -4,14 +4,17 @@
 * ``siem-plugins run --executor celery`` enqueues one such task per enabled integration
   every interval (it does no syncing itself).
 
-At most one sync of an integration runs at a time across the fleet: a task first takes
-the integration's advisory lock in PostgreSQL (held on its own connection for the whole
-sync, released when the sync ends *or the process dies*); a task that finds the lock
-taken returns at once — it is skipped, never queued behind the running one. Tasks expire
-after one interval, so a backlog of ticks never piles up behind a slow broker.
+At most one pass of an integration's destination runs at a time across the fleet: each
+pass first takes that (integration, destination)'s advisory lock in PostgreSQL (held on
+a connection of its own for the whole pass, released when the pass ends *or the process
+dies*); a pass that finds the lock taken returns at once — it is skipped, never queued
+behind the running one. The two destinations have separate locks, so a digest stuck on
+a slow mail relay never holds the next tick's objects back. Tasks expire after one
+interval, so a backlog of ticks never piles up behind a slow broker.
 
-Every sync is recorded in ``siem_sync_run`` (integration, worker, start, end, counts,
-error), which is both an operations log and what the tests read to prove no overlap.
+Every pass is recorded in ``siem_sync_run`` (integration, destination, worker, start,
+end, counts, error), which is both an operations log and what the tests read to prove
+no overlap.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 
 from siem_plugins.config import Config, load_config
 from siem_plugins.options import ConfigError
-from siem_plugins.pipeline import SyncResult
 from siem_plugins.scheduler import wait_for_stop
 
 log = logging.getLogger(__name__)
@@ -100,59 +102,30 @@ def make_app(config_path: Path) -> Any:
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def sync(integration: str) -> dict[str, Any]:
-        try:
-            result = run_locked(runtime(), integration)
-        except LookupError as exc:
-            log.warning("%s (task ignored; is the worker's config out of date?)", exc)
+        from siem_plugins.pipeline import Pipeline
+
+        rt = runtime()
+        integ = next((i for i in rt.integrations if i.name == integration), None)
+        if integ is None:
+            log.warning(
+                "no integration named %r in this worker's config (task ignored; is the "
+                "worker's config out of date?)",
+                integration,
+            )
             return {"integration": integration, "status": "unknown"}
-        if result is None:
-            return {"integration": integration, "status": "skipped"}
+        result = Pipeline(rt).sync(integ)
+        status = "ok" if result.ok else "failed"
+        if result.ok and result.skipped and len(result.skipped) == 2:
+            status = "skipped"
         return {
             "integration": integration,
-            "status": "ok" if result.ok else "failed",
+            "status": status,
+            "skipped": sorted(result.skipped),
             "objects": len(result.objects),
             "events": result.events,
         }
 
     return app
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
-
-
-def run_locked(
-    rt: Any, name: str, *, pipeline: Any = None, catch_up: bool = True
-) -> SyncResult | None:
-    """One sync of ``name`` under its fleet-wide lock; ``None`` if another process holds
-    it (the sync is skipped, not queued). Recorded in ``siem_sync_run``."""
-    from siem_plugins.pipeline import Pipeline
-
-    integ = next((i for i in rt.integrations if i.name == name), None)
-    if integ is None:
-        raise LookupError(f"no integration named {name!r} in this worker's config")
-    held = rt.state.try_lock(name)
-    if held is None:
-        log.info("%s: another process is syncing it; skipped", name)
-        return None
-    with held:
-        run_id = rt.state.run_started(name, worker_name())
-        result: SyncResult | None = None
-        error: str | None = None
-        try:
-            result = (pipeline or Pipeline(rt)).sync(integ, catch_up=catch_up)
-            error = "; ".join(result.errors.values()) or None
-        except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            rt.state.run_finished(
-                run_id,
-                objects=len(result.objects) if result else 0,
-                events=result.events if result else 0,
-                error=error,
-            )
-    return result
 
 
 def run_beat(

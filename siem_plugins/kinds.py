@@ -36,14 +36,17 @@ class ObjectMeta:
     account: str
     first_id: int
     last_id: int
-    count: int
+    count: int  # events in the object
     format: str
     content_type: str
     content_encoding: str | None  # "gzip" or None
+    #: Events of the id range left out because they could not be formatted (dead
+    #: letters): ``count`` + ``set_aside`` events of the account are in the range.
+    set_aside: int = 0
 
     def as_metadata(self) -> dict[str, str]:
         """User metadata for the object (S3 ``x-amz-meta-*``)."""
-        return {
+        metadata = {
             "siem-integration": self.integration,
             "siem-account": self.account,
             "siem-first-id": str(self.first_id),
@@ -51,6 +54,9 @@ class ObjectMeta:
             "siem-count": str(self.count),
             "siem-format": self.format,
         }
+        if self.set_aside:
+            metadata["siem-set-aside"] = str(self.set_aside)
+        return metadata
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,16 +20,17 @@ Reads stream through a server-side cursor, so memory stays flat whatever the bac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import sys
 import threading
-from collections.abc import Collection, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from siem_plugins.events import Canonical, Event
 from siem_plugins.keys import check_account
 from siem_plugins.kinds import Range
-from siem_plugins.state import Intent, StateError
+from siem_plugins.state import DeadLetter, Intent, StateError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,23 @@ CREATE INDEX IF NOT EXISTS siem_sync_run_integration ON siem_sync_run (integrati
 """,
     ),
 ]
+MIGRATIONS.append(
+    (
+        4,
+        "dead letters; sync runs per destination",
+        """
+ALTER TABLE siem_sync_run ADD COLUMN IF NOT EXISTS destination text;
+CREATE TABLE IF NOT EXISTS siem_dead_letter (
+    integration text NOT NULL,
+    event_id    bigint NOT NULL,
+    account     text NOT NULL,
+    error       text NOT NULL,
+    created     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (integration, event_id)
+);
+""",
+    )
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
 
@@ -113,7 +131,11 @@ def _psycopg() -> Any:
 
 
 def connect(url: str) -> Any:
-    return _psycopg().connect(url, autocommit=True, application_name="siem-plugins")
+    psycopg = _psycopg()
+    # The URL's own application_name wins: operators tell their processes apart by it.
+    named = "application_name" in psycopg.conninfo.conninfo_to_dict(url)
+    extra = {} if named else {"application_name": "siem-plugins"}
+    return psycopg.connect(url, autocommit=True, **extra)
 
 
 def schema_version(conn: Any) -> int:
@@ -147,8 +169,17 @@ def migrate(url: str) -> list[int]:
     return applied
 
 
+_R = TypeVar("_R")
+
+
+def _is_dead(conn: Any) -> bool:
+    """Whether a connection can no longer be used (closed, or its session is gone)."""
+    return bool(conn.closed or conn.broken)
+
+
 class _Conns:
-    """One connection per thread (psycopg connections are not for concurrent use)."""
+    """One connection per thread (psycopg connections are not for concurrent use), and a
+    pool of idle ones for reads and sync locks."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -157,33 +188,69 @@ class _Conns:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
+    def _new(self) -> Any:
+        conn = connect(self.url)
+        with self._lock:
+            # Dead ones are dropped here so that reconnecting never grows the list.
+            self._all = [c for c in self._all if not c.closed]
+            self._all.append(conn)
+        return conn
+
     def get(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = connect(self.url)
+        if conn is None or _is_dead(conn):
+            conn = self._new()
             self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
         return conn
+
+    def run(self, op: Callable[[Any, bool], _R]) -> _R:
+        """``op(connection, retry)`` on this thread's connection; if that connection is
+        found dead, once more on a fresh one with ``retry=True`` (``op`` must then cope
+        with its first run having committed)."""
+        psycopg = _psycopg()
+        conn = self.get()
+        try:
+            return op(conn, False)
+        except psycopg.OperationalError as exc:
+            if not _is_dead(conn):
+                raise
+            log.warning("PostgreSQL connection lost (%s); reconnecting", _one_line(exc))
+            conn.close()
+            self.purge_idle()
+        return op(self.get(), True)
+
+    def purge_idle(self) -> None:
+        """Close the idle pooled connections: when one was found dead, the others (idle
+        just as long, through the same restart or network cut) most likely are too."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def take(self) -> Any:
+        """A connection of its own until :meth:`give_back`."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None or _is_dead(conn):
+            conn = self._new()
+        return conn
+
+    def give_back(self, conn: Any) -> None:
+        if not _is_dead(conn) and conn.info.transaction_status == 0:  # idle
+            with self._lock:
+                self._idle.append(conn)
+        else:
+            conn.close()
 
     @contextlib.contextmanager
     def borrowed(self) -> Iterator[Any]:
         """A connection of its own for a while (a server-side cursor's transaction),
         kept for reuse afterwards: connecting costs ~7 ms, more than a small sync."""
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = connect(self.url)
-            with self._lock:
-                self._all.append(conn)
+        conn = self.take()
         try:
             yield conn
         finally:
-            if not conn.closed and conn.info.transaction_status == 0:  # idle
-                with self._lock:
-                    self._idle.append(conn)
-            else:
-                conn.close()
+            self.give_back(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -192,6 +259,10 @@ class _Conns:
             self._all.clear()
             self._idle.clear()
         self._local = threading.local()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _check_schema(conns: _Conns) -> None:
@@ -249,7 +320,13 @@ class PostgresStore:
         return IngestResult(accepted, first, last)
 
     def plan(self, account: str, after_id: int, *, max_events: int, max_bytes: int) -> Range | None:
-        conn = self._conns.get()
+        return self._conns.run(
+            lambda conn, retry: self._plan(conn, account, after_id, max_events, max_bytes)
+        )
+
+    def _plan(
+        self, conn: Any, account: str, after_id: int, max_events: int, max_bytes: int
+    ) -> Range | None:
         if max_bytes >= sys.maxsize:
             lo, hi, n = conn.execute(
                 "SELECT min(id), max(id), count(*) FROM (SELECT id FROM siem_event"
@@ -290,48 +367,72 @@ class PostgresStore:
             sql += " AND log_type = ANY(%s)"
             params.append(sorted(log_types))
         sql += " ORDER BY id"
-        # A connection of its own: the server-side cursor lives in its own transaction.
-        # Binary rows: bytea arrives as bytes, not hex text (~1.5x the read rate).
-        with (
-            self._conns.borrowed() as conn,
-            conn.transaction(),
-            conn.cursor(name="siem_read", binary=True) as cur,
-        ):
-            cur.itersize = batch_size
-            cur.execute(sql, params)
-            while True:
-                rows = cur.fetchmany(batch_size)
-                if not rows:
-                    return
-                yield [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
+
+        def events(rows: list[Any]) -> list[Event]:
+            return [Event(r[0], account, r[1], r[2], r[3], r[4]) for r in rows]
+
+        yield from self._stream("siem_read", sql, params, batch_size, events)
 
     def read_raw(
         self, account: str, first_id: int, last_id: int, *, batch_size: int = 5000
     ) -> Iterator[list[bytes]]:
-        with (
-            self._conns.borrowed() as conn,
-            conn.transaction(),
-            conn.cursor(name="siem_read_raw", binary=True) as cur,
-        ):
-            cur.itersize = batch_size
-            cur.execute(
-                "SELECT body FROM siem_event WHERE account=%s AND id>=%s AND id<=%s ORDER BY id",
-                (account, first_id, last_id),
-            )
-            while True:
-                rows = cur.fetchmany(batch_size)
-                if not rows:
-                    return
-                yield [r[0] for r in rows]
+        yield from self._stream(
+            "siem_read_raw",
+            "SELECT body FROM siem_event WHERE account=%s AND id>=%s AND id<=%s ORDER BY id",
+            [account, first_id, last_id],
+            batch_size,
+            lambda rows: [r[0] for r in rows],
+        )
+
+    def _stream(
+        self,
+        name: str,
+        sql: str,
+        params: list[Any],
+        batch_size: int,
+        make: Callable[[list[Any]], list[_R]],
+    ) -> Iterator[list[_R]]:
+        """Rows of ``sql`` in batches, through a server-side cursor on a connection of its
+        own (the cursor lives in its own transaction). Binary rows: bytea arrives as
+        bytes, not hex text (~1.5x the read rate). A pooled connection that died while
+        idle is replaced once, as long as nothing was yielded yet."""
+        psycopg = _psycopg()
+        for retry in (False, True):
+            conn = None
+            started = False
+            try:
+                with (
+                    self._conns.borrowed() as conn,
+                    conn.transaction(),
+                    conn.cursor(name=name, binary=True) as cur,
+                ):
+                    cur.itersize = batch_size
+                    cur.execute(sql, params)
+                    while True:
+                        rows = cur.fetchmany(batch_size)
+                        if not rows:
+                            return
+                        started = True
+                        yield make(rows)
+            except psycopg.OperationalError:
+                if started or retry or conn is None or not _is_dead(conn):
+                    raise
+                log.warning("PostgreSQL connection lost before a read; reconnecting")
+                self._conns.purge_idle()
 
     def count(self, account: str | None = None) -> int:
-        conn = self._conns.get()
         if account is None:
-            return int(conn.execute("SELECT count(*) FROM siem_event").fetchone()[0])
-        return int(
-            conn.execute("SELECT count(*) FROM siem_event WHERE account=%s", (account,)).fetchone()[
-                0
-            ]
+            return self._conns.run(
+                lambda conn, retry: int(
+                    conn.execute("SELECT count(*) FROM siem_event").fetchone()[0]
+                )
+            )
+        return self._conns.run(
+            lambda conn, retry: int(
+                conn.execute(
+                    "SELECT count(*) FROM siem_event WHERE account=%s", (account,)
+                ).fetchone()[0]
+            )
         )
 
     def close(self) -> None:
@@ -339,7 +440,15 @@ class PostgresStore:
 
 
 class PgState:
-    """Cursors and intents in PostgreSQL (same protocol as :class:`~siem_plugins.state.State`)."""
+    """Cursors, intents, sync locks, the run log and dead letters in PostgreSQL (same
+    protocol as :class:`~siem_plugins.state.State`).
+
+    Every operation runs on this thread's connection; when that connection turns out to
+    be dead (the server restarted, or an administrator terminated it while it was idle
+    in the pool) the operation is run once more on a fresh one. Writes are written so
+    that such a second run is safe even when the first one did commit and only its
+    answer was lost (see :meth:`record` and :meth:`complete`).
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -350,145 +459,255 @@ class PgState:
         self._conns.close()
 
     def cursor(self, integration: str, destination: str) -> int:
-        row = (
-            self._conns.get()
-            .execute(
-                "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s",
-                (integration, destination),
-            )
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
+        return self._conns.run(lambda conn, retry: _cursor(conn, integration, destination))
 
     def cursors(self) -> dict[tuple[str, str], int]:
-        rows = (
-            self._conns.get()
-            .execute("SELECT integration, destination, last_id FROM siem_cursor")
-            .fetchall()
-        )
-        return {(i, d): int(last) for i, d, last in rows}
+        def op(conn: Any, retry: bool) -> dict[tuple[str, str], int]:
+            rows = conn.execute(
+                "SELECT integration, destination, last_id FROM siem_cursor"
+            ).fetchall()
+            return {(i, d): int(last) for i, d, last in rows}
+
+        return self._conns.run(op)
 
     def pending(self, integration: str, destination: str) -> Intent | None:
-        row = (
-            self._conns.get()
-            .execute(
-                "SELECT integration, destination, first_id, last_id, count, key, created,"
-                " fingerprint"
-                " FROM siem_intent WHERE integration=%s AND destination=%s",
-                (integration, destination),
-            )
-            .fetchone()
-        )
-        return Intent(*row) if row else None
+        return self._conns.run(lambda conn, retry: _pending(conn, integration, destination))
 
     def record(self, intent: Intent) -> None:
         psycopg = _psycopg()
-        conn = self._conns.get()
-        with conn.transaction():
-            cur = conn.execute(
-                "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s"
-                " FOR UPDATE",
-                (intent.integration, intent.destination),
-            ).fetchone()
-            if cur and intent.first_id <= cur[0]:
-                raise StateError(
-                    f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
-                    f"{cur[0]} of {intent.integration}/{intent.destination}"
-                )
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        "INSERT INTO siem_intent VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (
-                            intent.integration,
-                            intent.destination,
-                            intent.first_id,
-                            intent.last_id,
-                            intent.count,
-                            intent.key,
-                            intent.created,
-                            intent.fingerprint,
-                        ),
+
+        def op(conn: Any, retry: bool) -> None:
+            with conn.transaction():
+                cur = conn.execute(
+                    "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s"
+                    " FOR UPDATE",
+                    (intent.integration, intent.destination),
+                ).fetchone()
+                if cur and intent.first_id <= cur[0]:
+                    raise StateError(
+                        f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
+                        f"{cur[0]} of {intent.integration}/{intent.destination}"
                     )
-            except psycopg.errors.UniqueViolation:
-                raise StateError(
-                    f"{intent.integration}/{intent.destination} already has a pending intent"
-                ) from None
+                try:
+                    with conn.transaction():
+                        conn.execute(
+                            "INSERT INTO siem_intent VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                            (
+                                intent.integration,
+                                intent.destination,
+                                intent.first_id,
+                                intent.last_id,
+                                intent.count,
+                                intent.key,
+                                intent.created,
+                                intent.fingerprint,
+                            ),
+                        )
+                except psycopg.errors.UniqueViolation:
+                    if retry and _pending(conn, intent.integration, intent.destination) == intent:
+                        return  # the first try committed; only its answer was lost
+                    raise StateError(
+                        f"{intent.integration}/{intent.destination} already has a pending intent"
+                    ) from None
+
+        self._conns.run(op)
 
     def discard(self, intent: Intent) -> None:
-        self._conns.get().execute(
-            "DELETE FROM siem_intent WHERE integration=%s AND destination=%s AND first_id=%s",
-            (intent.integration, intent.destination, intent.first_id),
+        self._conns.run(
+            lambda conn, retry: conn.execute(
+                "DELETE FROM siem_intent WHERE integration=%s AND destination=%s AND first_id=%s",
+                (intent.integration, intent.destination, intent.first_id),
+            )
         )
 
     def complete(self, intent: Intent) -> None:
-        conn = self._conns.get()
-        with conn.transaction():
-            deleted = conn.execute(
-                "DELETE FROM siem_intent WHERE integration=%s AND destination=%s AND first_id=%s"
-                " AND last_id=%s",
-                (intent.integration, intent.destination, intent.first_id, intent.last_id),
-            ).rowcount
-            if deleted != 1:
-                raise StateError(
-                    f"no pending intent {intent.first_id}-{intent.last_id} for "
-                    f"{intent.integration}/{intent.destination}"
+        def op(conn: Any, retry: bool) -> None:
+            with conn.transaction():
+                deleted = conn.execute(
+                    "DELETE FROM siem_intent WHERE integration=%s AND destination=%s"
+                    " AND first_id=%s AND last_id=%s",
+                    (intent.integration, intent.destination, intent.first_id, intent.last_id),
+                ).rowcount
+                if deleted != 1:
+                    if retry and _cursor(conn, intent.integration, intent.destination) >= (
+                        intent.last_id
+                    ):
+                        return  # the first try committed; only its answer was lost
+                    raise StateError(
+                        f"no pending intent {intent.first_id}-{intent.last_id} for "
+                        f"{intent.integration}/{intent.destination}"
+                    )
+                conn.execute(
+                    "INSERT INTO siem_cursor (integration, destination, last_id)"
+                    " VALUES (%s,%s,%s) ON CONFLICT (integration, destination)"
+                    " DO UPDATE SET last_id=excluded.last_id, updated=now()",
+                    (intent.integration, intent.destination, intent.last_id),
                 )
-            conn.execute(
-                "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (%s,%s,%s)"
-                " ON CONFLICT (integration, destination) DO UPDATE SET last_id=excluded.last_id,"
-                " updated=now()",
-                (intent.integration, intent.destination, intent.last_id),
-            )
 
-    # ------------------------------------------------------------------ fleet helpers
+        self._conns.run(op)
 
-    def try_lock(self, integration: str) -> SyncLock | None:
-        """The integration's sync lock, if no other process holds it (else ``None``).
+    # ------------------------------------------------------------------ locks, runs
 
-        A session-level advisory lock on its own connection: it is released when the
-        holder releases it *or when its process dies*, so a killed worker never blocks
-        the integration for long.
+    def try_lock(self, integration: str, destination: str) -> SyncLock | None:
+        """The (integration, destination)'s sync lock, if no other session holds it.
+
+        A session-level advisory lock on a pooled connection of its own: it is released
+        when the holder releases it *or when its process dies* (the server ends the
+        session), so a killed worker never blocks a destination for long.
         """
-        conn = connect(self.url)
-        got = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (SYNC_LOCK_NS, integration)
-        ).fetchone()[0]
-        if not got:
-            conn.close()
-            return None
-        return SyncLock(conn, integration)
+        key = sync_lock_key(integration, destination)
+        psycopg = _psycopg()
+        for retry in (False, True):
+            conn = self._conns.take()
+            try:
+                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            except psycopg.OperationalError:
+                self._conns.give_back(conn)
+                if retry or not _is_dead(conn):
+                    raise
+                self._conns.purge_idle()
+                continue  # a pooled connection died while idle: once more, fresh
+            except BaseException:
+                self._conns.give_back(conn)
+                raise
+            if not got:
+                self._conns.give_back(conn)
+                return None
+            # The lock lives on this connection's session: it stays out of the pool
+            # until the lock is released.
+            return SyncLock(conn, key, f"{integration}/{destination}", self._conns.give_back)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def run_started(self, integration: str, worker: str) -> int:
-        return int(
-            self._conns.get()
-            .execute(
-                "INSERT INTO siem_sync_run (integration, worker) VALUES (%s, %s) RETURNING id",
-                (integration, worker),
+    def run_started(self, integration: str, destination: str, worker: str) -> int:
+        return self._conns.run(
+            lambda conn, retry: int(
+                conn.execute(
+                    "INSERT INTO siem_sync_run (integration, destination, worker)"
+                    " VALUES (%s, %s, %s) RETURNING id",
+                    (integration, destination, worker),
+                ).fetchone()[0]
             )
-            .fetchone()[0]
         )
 
     def run_finished(self, run_id: int, *, objects: int, events: int, error: str | None) -> None:
-        self._conns.get().execute(
-            "UPDATE siem_sync_run SET finished=clock_timestamp(), objects=%s, events=%s,"
-            " error=%s WHERE id=%s",
-            (objects, events, error, run_id),
+        self._conns.run(
+            lambda conn, retry: conn.execute(
+                "UPDATE siem_sync_run SET finished=clock_timestamp(), objects=%s, events=%s,"
+                " error=%s WHERE id=%s",
+                (objects, events, error, run_id),
+            )
         )
+
+    # ------------------------------------------------------------------ dead letters
+
+    def set_aside(self, integration: str, account: str, errors: Mapping[int, str]) -> None:
+        if not errors:
+            return
+
+        def op(conn: Any, retry: bool) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO siem_dead_letter (integration, event_id, account, error)"
+                    " VALUES (%s,%s,%s,%s) ON CONFLICT (integration, event_id) DO NOTHING",
+                    [(integration, i, account, e) for i, e in sorted(errors.items())],
+                )
+
+        self._conns.run(op)
+
+    def set_aside_ids(self, integration: str, first_id: int, last_id: int) -> frozenset[int]:
+        return self._conns.run(
+            lambda conn, retry: frozenset(
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT event_id FROM siem_dead_letter WHERE integration=%s"
+                    " AND event_id>=%s AND event_id<=%s",
+                    (integration, first_id, last_id),
+                ).fetchall()
+            )
+        )
+
+    def dead_letters(self, integration: str | None = None) -> list[DeadLetter]:
+        sql = (
+            "SELECT integration, event_id, account, error,"
+            " to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+            " FROM siem_dead_letter"
+        )
+        params: tuple[str, ...] = ()
+        if integration is not None:
+            sql += " WHERE integration=%s"
+            params = (integration,)
+        sql += " ORDER BY integration, event_id"
+        rows = self._conns.run(lambda conn, retry: conn.execute(sql, params).fetchall())
+        return [DeadLetter(i, int(e), a, err, c) for i, e, a, err, c in rows]
+
+    def complete_replay(
+        self, intent: Intent, shipped: Collection[int], errors: Mapping[int, str]
+    ) -> None:
+        def op(conn: Any, retry: bool) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "DELETE FROM siem_intent WHERE integration=%s AND destination=%s"
+                    " AND first_id=%s",
+                    (intent.integration, intent.destination, intent.first_id),
+                )
+                if shipped:
+                    cur.execute(
+                        "DELETE FROM siem_dead_letter WHERE integration=%s AND event_id = ANY(%s)",
+                        (intent.integration, sorted(shipped)),
+                    )
+                if errors:
+                    cur.executemany(
+                        "UPDATE siem_dead_letter SET error=%s WHERE integration=%s AND event_id=%s",
+                        [(e, intent.integration, i) for i, e in errors.items()],
+                    )
+
+        self._conns.run(op)
+
+
+def sync_lock_key(integration: str, destination: str) -> int:
+    """The 64-bit advisory lock key of an (integration, destination): a hash wide enough
+    that ten thousand integrations never share one (``hashtext`` is 32 bits)."""
+    digest = hashlib.sha256(f"siem-plugins sync {integration}/{destination}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _cursor(conn: Any, integration: str, destination: str) -> int:
+    row = conn.execute(
+        "SELECT last_id FROM siem_cursor WHERE integration=%s AND destination=%s",
+        (integration, destination),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _pending(conn: Any, integration: str, destination: str) -> Intent | None:
+    row = conn.execute(
+        "SELECT integration, destination, first_id, last_id, count, key, created, fingerprint"
+        " FROM siem_intent WHERE integration=%s AND destination=%s",
+        (integration, destination),
+    ).fetchone()
+    return Intent(*row) if row else None
 
 
 class SyncLock:
-    def __init__(self, conn: Any, integration: str) -> None:
+    """A held advisory sync lock (see :meth:`PgState.try_lock`)."""
+
+    def __init__(self, conn: Any, key: int, name: str, give_back: Callable[[Any], None]) -> None:
         self._conn = conn
-        self.integration = integration
+        self._key = key
+        self._give_back = give_back
+        self.name = name
 
     def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
         try:
-            self._conn.execute(
-                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (SYNC_LOCK_NS, self.integration)
-            )
-        finally:
-            self._conn.close()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+        except Exception as exc:
+            # A dead session holds no locks: closing it is all that is left to do.
+            conn.close()
+            log.debug("%s: unlocking failed (%s); connection closed", self.name, exc)
+        self._give_back(conn)
 
     def __enter__(self) -> SyncLock:
         return self

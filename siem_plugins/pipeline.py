@@ -1,12 +1,16 @@
 """One sync of one integration: source -> formatter -> sink, and source -> notifier.
 
-The two destinations have their own cursors and run one after the other inside a sync,
-each in its own ``try``: an S3 outage never holds back an alert, and an SMTP outage never
-holds back the bucket. For each destination the delivery protocol is (docs/delivery.md):
+The two destinations have their own cursors, their own sync locks and their own
+*passes*, which run side by side: an S3 outage never holds back an alert, and an SMTP
+outage never holds back the bucket. For each destination the delivery protocol is
+(docs/delivery.md):
 
+0. take the destination's sync lock from the state store (skip the pass if another
+   thread or process holds it);
 1. replay the pending intent if there is one, else plan the next range after the
    cursor and *record* it (first id, last id, count, key, created) before writing;
-2. write the object (or send the digest) for exactly that range;
+2. write the object (or send the digest) for exactly that range; an event the formatter
+   cannot format is set aside as a *dead letter* and the rest is written, in order;
 3. only when it is complete, advance the cursor and drop the intent, atomically.
 """
 
@@ -25,7 +29,7 @@ from typing import Any, TypeVar
 
 from siem_plugins.compress import compressor, suffix
 from siem_plugins.config import Config, IntegrationConfig
-from siem_plugins.events import Event
+from siem_plugins.events import Event, canonicalize
 from siem_plugins.host import PluginHost
 from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
@@ -39,7 +43,16 @@ from siem_plugins.kinds import (
     Source,
 )
 from siem_plugins.options import ConfigError, Options
-from siem_plugins.state import NOTIFIER, SINK, Intent, StateStore, open_state
+from siem_plugins.state import (
+    DESTINATIONS,
+    NOTIFIER,
+    REPLAY,
+    SINK,
+    Intent,
+    StateStore,
+    open_state,
+    worker_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +192,68 @@ class Integration:
 
 @dataclass
 class SyncResult:
+    """What one sync did. ``errors`` and ``skipped`` are keyed by destination.
+
+    :ivar skipped: destinations another thread or process was syncing (their locks
+        were taken), with the reason; nothing was written for them.
+    :ivar set_aside: events the formatter could not format in this sync (id -> why),
+        kept as dead letters (``siem-plugins dead-letters``) while the rest shipped.
+    """
+
     integration: str
     objects: list[ObjectReceipt] = field(default_factory=list)
     events: int = 0
     digests: list[Digest] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    set_aside: dict[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+class _Unformattable(Exception):
+    """Raised inside an object's writer (which aborts it): events of the intent could not
+    be formatted. ``errors`` maps their ids to why; empty when the raw fast path failed
+    and the culprits are still to be found one by one."""
+
+    def __init__(self, errors: dict[int, str]) -> None:
+        super().__init__(f"{len(errors)} events could not be formatted")
+        self.errors = errors
+
+
+#: The seed's device example: a known-good event a working formatter must format. When a
+#: formatter fails on it too, the formatter is broken, not the events it failed on.
+_REFERENCE_EVENT = {
+    "log_type": "exempt_all",
+    "device_name": "DESKTOP-REFERENCE",
+    "device_id": "reference-device",
+    "last_seen": "2022-07-15T08:55:12.279Z",
+    "device_group": "Default",
+    "details": "All devices exempted",
+    "type": "Device",
+    "device_username": "reference",
+    "timestamp": "2022-07-15T08:55:12.279Z",
+}
+#: The longest error text kept for one dead letter.
+_MAX_ERROR_CHARS = 500
+
+
+@dataclass
+class ReplayResult:
+    """What :meth:`Pipeline.replay_set_aside` did."""
+
+    integration: str
+    shipped: list[int] = field(default_factory=list)
+    still_failing: dict[int, str] = field(default_factory=dict)
+    receipt: ObjectReceipt | None = None
+    skipped: str | None = None
+
+
+def _one_line(exc: BaseException, default: str = "") -> str:
+    """An exception's message on one line (for logs, summaries and the run log)."""
+    return " ".join(str(exc).split()) or default or type(exc).__name__
 
 
 class Runtime:
@@ -216,9 +282,30 @@ class Runtime:
             for ic in config.integrations:
                 self.integrations.append(self._build(ic))
             self._check_shared_sections()
+            self._check_destinations()
         except BaseException:
             self.close()
             raise
+
+    def _check_destinations(self) -> None:
+        """Two enabled integrations must never write the same keys: same destination,
+        account and extension would overwrite each other's objects (JSON and SYSLOG of
+        one account differ by extension; two SYSLOG framings do not)."""
+        seen: dict[tuple[str, str, str], Integration] = {}
+        for integ in self.integrations:
+            if not integ.config.enabled:
+                continue  # checked when it is enabled: renaming one is a normal change
+            where = (integ.sink.describe(), integ.config.account, integ.extension)
+            other = seen.setdefault(where, integ)
+            if other is not integ:
+                raise ConfigError(
+                    f"integrations {other.name!r} ({other.config.path}) and {integ.name!r} "
+                    f"would write the same objects: both ship account {where[1]!r} as "
+                    f".{where[2]} to {where[0]}, so each would overwrite the other's; give "
+                    "one of them its own prefix or folder",
+                    file=self.config.file,
+                    path=f"{integ.config.path}.sink",
+                )
 
     def _check_shared_sections(self) -> None:
         """A key of a shared section that no component read is a typo (``regoin``) that
@@ -341,41 +428,99 @@ class Pipeline:
 
     # ------------------------------------------------------------------ public
 
-    def sync(self, integ: Integration, *, catch_up: bool = True) -> SyncResult:
+    def sync(
+        self,
+        integ: Integration,
+        *,
+        catch_up: bool = True,
+        destinations: tuple[str, ...] = DESTINATIONS,
+    ) -> SyncResult:
         """Ship everything new for one integration (all of it, in capped objects, when
         ``catch_up``; else at most one object) and send its digest.
 
-        The two passes have cursors of their own and run side by side: the notifier's in
-        one of the runtime's notifier threads, the sink's in this one. A slow or failing
-        SMTP server never delays the objects, and a long catch-up to S3 never holds the
-        alerts back (nor the other way round); both are done when this returns.
+        Each destination's pass runs under that destination's sync lock and has a cursor
+        of its own; the two run side by side (the notifier's in one of the runtime's
+        notifier threads). A slow or failing SMTP server never delays the objects, and
+        a long catch-up to S3 never holds the alerts back (nor the other way round);
+        both are done when this returns. A pass whose lock another process holds is
+        skipped (``result.skipped``).
         """
         result = SyncResult(integ.name)
-        notifier = self.rt.notify_pool().submit(
-            self._step, NOTIFIER, self._sync_notifier, integ, result, catch_up
-        )
-        self._step(SINK, self._sync_sink, integ, result, catch_up)
-        notifier.result()
+        others = [
+            self.rt.notify_pool().submit(self.sync_pass, integ, d, result, catch_up=catch_up)
+            for d in destinations[1:]
+        ]
+        try:
+            if destinations:
+                self.sync_pass(integ, destinations[0], result, catch_up=catch_up)
+        finally:
+            for other in others:
+                other.result()
         return result
 
-    def _step(
+    def sync_pass(
         self,
-        destination: str,
-        step: Callable[[Integration, SyncResult, bool], None],
         integ: Integration,
-        result: SyncResult,
-        catch_up: bool,
-    ) -> None:
+        destination: str,
+        result: SyncResult | None = None,
+        *,
+        catch_up: bool = True,
+    ) -> SyncResult:
+        """One destination's pass, under its sync lock, recorded in the run log. Never
+        raises for a failure of the destination or the state store: the error is in
+        ``result.errors[destination]`` (and logged, in one line)."""
+        result = result if result is not None else SyncResult(integ.name)
+        step = {SINK: self._sync_sink, NOTIFIER: self._sync_notifier}[destination]
         try:
-            step(integ, result, catch_up)
+            lock = self.rt.state.try_lock(integ.name, destination)
         except Exception as exc:
-            where = integ.sink.describe() if destination == SINK else integ.notifier_label
-            message = f"integration {integ.name!r}: {destination} {where}: {exc}"
-            result.errors[destination] = message
-            log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
-            self.rt.host.hooks.sync_failed(
-                integration=integ.name, destination=destination, error=exc
-            )
+            self._failed(integ, destination, result, exc, "could not take the sync lock: ")
+            return result
+        if lock is None:
+            why = f"another process is syncing {integ.name}"
+            result.skipped[destination] = why
+            log.info("%s: %s pass skipped: %s", integ.name, destination, why)
+            return result
+        with lock:
+            objects, events, digests = len(result.objects), result.events, len(result.digests)
+            try:
+                run_id = self.rt.state.run_started(integ.name, destination, worker_name())
+            except Exception as exc:
+                self._failed(integ, destination, result, exc, "could not record the run: ")
+                return result
+            try:
+                step(integ, result, catch_up)
+            except Exception as exc:
+                self._failed(integ, destination, result, exc)
+            try:
+                self.rt.state.run_finished(
+                    run_id,
+                    objects=len(result.objects) - objects,
+                    events=result.events - events + len(result.digests) - digests,
+                    error=result.errors.get(destination),
+                )
+            except Exception as exc:
+                log.warning(
+                    "%s: %s pass: could not record its end in the run log: %s",
+                    integ.name,
+                    destination,
+                    _one_line(exc),
+                )
+        return result
+
+    def _failed(
+        self,
+        integ: Integration,
+        destination: str,
+        result: SyncResult,
+        exc: Exception,
+        doing: str = "",
+    ) -> None:
+        where = integ.sink.describe() if destination == SINK else integ.notifier_label
+        message = f"integration {integ.name!r}: {destination} {where}: {doing}{_one_line(exc)}"
+        result.errors[destination] = message
+        log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+        self.rt.host.hooks.sync_failed(integration=integ.name, destination=destination, error=exc)
 
     # ------------------------------------------------------------------ sink
 
@@ -433,24 +578,79 @@ class Pipeline:
             if intent is None:
                 return
             self.rt.host.hooks.sync_started(integration=integ.name, destination=SINK, intent=intent)
-            receipt = self._write(integ, intent)
+            receipt = self._write(integ, intent, result)
             self.rt.state.complete(intent)
             log.info(
                 "%s: wrote %s (%d events, ids %d-%d, %d bytes)",
                 integ.name,
                 receipt.location,
-                intent.count,
+                receipt.meta.count,
                 intent.first_id,
                 intent.last_id,
                 receipt.size,
             )
             result.objects.append(receipt)
-            result.events += intent.count
+            result.events += receipt.meta.count
             self.rt.host.hooks.object_written(integration=integ.name, receipt=receipt)
             if not catch_up:
                 return
 
-    def _write(self, integ: Integration, intent: Intent) -> ObjectReceipt:
+    def _write(
+        self, integ: Integration, intent: Intent, result: SyncResult | None = None
+    ) -> ObjectReceipt:
+        """Write the intent's object, leaving out its dead letters.
+
+        An event the formatter cannot format must not block every event after it for
+        ever. The object's metadata (its event count) is fixed when it is opened, so a
+        newly found culprit aborts the object; the culprits are recorded as dead letters
+        and the object is written again without them. A replay finds them recorded and
+        writes the same object at once: the bytes stay a function of the intent.
+        """
+        state = self.rt.state
+        result = result if result is not None else SyncResult(integ.name)
+        aside = state.set_aside_ids(integ.name, intent.first_id, intent.last_id)
+        raw = not aside  # the raw fast path has no ids: it cannot leave events out
+        for _ in range(3):
+            try:
+                return self._write_object(integ, intent, aside, raw=raw)
+            except _Unformattable as bad:
+                raw = False
+                if bad.errors:
+                    self._check_formatter(integ, bad.errors)
+                    state.set_aside(integ.name, integ.config.account, bad.errors)
+                    result.set_aside.update(bad.errors)
+                    for event_id, error in sorted(bad.errors.items()):
+                        log.error(
+                            "%s: event %d set aside (see `siem-plugins dead-letters`): the "
+                            "formatter %r cannot format it: %s",
+                            integ.name,
+                            event_id,
+                            integ.config.format_name,
+                            error,
+                        )
+                    aside = aside | bad.errors.keys()
+        raise DeliveryError(
+            f"formatter {integ.config.format_name!r} fails on different events each time "
+            f"for ids {intent.first_id}-{intent.last_id}; a formatter must be deterministic"
+        )
+
+    def _check_formatter(self, integ: Integration, errors: Mapping[int, str]) -> None:
+        """Refuse to set events aside when the formatter fails on a known-good event too:
+        then it is broken (a bug, a bad upgrade), and setting aside would empty the whole
+        backlog into the dead letters. The sync fails instead and is retried."""
+        c = canonicalize(_REFERENCE_EVENT)
+        reference = Event(0, integ.config.account, c.type, c.log_type, c.timestamp, c.raw)
+        try:
+            integ.formatter.format([reference])
+        except Exception as exc:
+            raise DeliveryError(
+                f"formatter {integ.config.format_name!r} fails on every event, even a "
+                f"known-good one ({_one_line(exc)}); nothing was set aside"
+            ) from exc
+
+    def _write_object(
+        self, integ: Integration, intent: Intent, aside: frozenset[int], *, raw: bool
+    ) -> ObjectReceipt:
         c = integ.config
         comp = compressor(c.compression, c.compression_level)
         meta = ObjectMeta(
@@ -458,22 +658,34 @@ class Pipeline:
             account=c.account,
             first_id=intent.first_id,
             last_id=intent.last_id,
-            count=intent.count,
+            count=intent.count - len(aside),
             format=c.format_name,
             content_type=integ.formatter.content_type,
             content_encoding=comp.content_encoding,
+            set_aside=len(aside),
         )
         seen = 0
-        batches = self._batches(integ, intent)
+        bad: dict[int, str] = {}
+        batches = self._batches(integ, intent, aside, raw=raw)
         # closing(): on any failure the read-ahead thread is stopped before the writer aborts.
         with _gc_paused(), integ.sink.open(intent.key, meta) as writer, contextlib.closing(batches):
-            for batch, format in batches:
-                seen += len(batch)
-                data = comp.compress(format(batch))
+            for batch, count, format in batches:
+                seen += count
+                try:
+                    data = format(batch)
+                except Exception:
+                    if raw:
+                        raise _Unformattable({}) from None
+                    data = self._isolate(integ.formatter, batch, bad)
+                if bad:
+                    continue  # this object is abandoned: only look for more culprits
+                data = comp.compress(data)
                 if data:
                     writer.write(data)
                 if self.progress is not None:
-                    self.progress(integ.name, len(batch))
+                    self.progress(integ.name, count)
+            if bad:
+                raise _Unformattable(bad)
             if seen != intent.count:
                 raise DeliveryError(
                     f"the store returned {seen} events for ids "
@@ -485,21 +697,103 @@ class Pipeline:
                 writer.write(tail)
             return writer.commit()
 
-    def _batches(self, integ: Integration, intent: Intent) -> Generator[tuple[Any, Any]]:
-        """The intent's events in batches, each with the formatter function for it: the
-        raw fast path (stored JSON bytes, no Event objects) when both the source and the
-        formatter offer it (:class:`~siem_plugins.kinds.RawSource`, ``RawFormatter``)."""
+    @staticmethod
+    def _isolate(formatter: Formatter, events: list[Event], bad: dict[int, str]) -> bytes:
+        """Format a batch event by event (formatters are batch-size independent), noting
+        every event that fails in ``bad``; the others' bytes, in order."""
+        parts = []
+        for event in events:
+            try:
+                parts.append(formatter.format([event]))
+            except Exception as exc:
+                bad[event.id] = f"{type(exc).__name__}: {_one_line(exc)}"[:_MAX_ERROR_CHARS]
+        return b"".join(parts)
+
+    def _batches(
+        self, integ: Integration, intent: Intent, aside: frozenset[int], *, raw: bool
+    ) -> Generator[tuple[Any, int, Any]]:
+        """The intent's events in batches as ``(batch, events read, format function)``:
+        the raw fast path (stored JSON bytes, no Event objects) when asked for and both
+        the source and the formatter offer it (:class:`~siem_plugins.kinds.RawSource`,
+        ``RawFormatter``); else Event batches without the ``aside`` ids."""
         source, formatter = self.rt.source, integ.formatter
         args = (integ.config.account, intent.first_id, intent.last_id)
         size = integ.config.batch_size
         # A subclass opts out of an inherited fast path with ``format_raw = None``.
         format_raw = getattr(formatter, "format_raw", None)
-        if isinstance(source, RawSource) and callable(format_raw):
+        if raw and isinstance(source, RawSource) and callable(format_raw):
             for raws in _read_ahead(lambda: source.read_raw(*args, batch_size=size)):
-                yield raws, format_raw
+                yield raws, len(raws), format_raw
         else:
             for events in source.read(*args, batch_size=size):
-                yield events, formatter.format
+                n = len(events)
+                if aside:
+                    events = [e for e in events if e.id not in aside]
+                yield events, n, formatter.format
+
+    # ------------------------------------------------------------------ dead letters
+
+    def replay_set_aside(self, integ: Integration) -> ReplayResult:
+        """Ship an integration's dead letters that its formatter can format now (after a
+        fix or a config change) in one extra object, exactly once; the others stay.
+
+        Runs under the integration's sink lock, and takes only dead letters at or below
+        the sink cursor (their original objects are complete, so no sink pass can still
+        be writing around them). The set is fixed by an intent of the ``replay``
+        pseudo-destination before anything is written, so a crash replays the same key
+        and bytes.
+        """
+        state = self.rt.state
+        out = ReplayResult(integ.name)
+        lock = state.try_lock(integ.name, SINK)
+        if lock is None:
+            out.skipped = f"another process is syncing {integ.name}"
+            return out
+        with lock:
+            intent = state.pending(integ.name, REPLAY)
+            if intent is not None and intent.fingerprint != integ.fingerprint():
+                state.discard(intent)
+                intent = None
+            if intent is None:
+                cursor = state.cursor(integ.name, SINK)
+                ids = [d.event_id for d in state.dead_letters(integ.name) if d.event_id <= cursor]
+                if not ids:
+                    return out
+                first, last = min(ids), max(ids)
+                created = created_now()
+                key = object_key(integ.config.account, created, first, last, integ.extension)
+                intent = Intent(
+                    integ.name, REPLAY, first, last, len(ids), key, created, integ.fingerprint()
+                )
+                state.record(intent)
+            wanted = state.set_aside_ids(integ.name, intent.first_id, intent.last_id)
+            events: list[Event] = []
+            for batch in self.rt.source.read(integ.config.account, intent.first_id, intent.last_id):
+                events.extend(e for e in batch if e.id in wanted)
+            still: dict[int, str] = {}
+            data = self._isolate(integ.formatter, events, still)
+            good = [e for e in events if e.id not in still]
+            out.still_failing = still
+            if good:
+                c = integ.config
+                comp = compressor(c.compression, c.compression_level)
+                meta = ObjectMeta(
+                    integration=integ.name,
+                    account=c.account,
+                    first_id=intent.first_id,
+                    last_id=intent.last_id,
+                    count=len(good),
+                    format=c.format_name,
+                    content_type=integ.formatter.content_type,
+                    content_encoding=comp.content_encoding,
+                    set_aside=len(still),
+                )
+                with integ.sink.open(intent.key, meta) as writer:
+                    writer.write(comp.compress(data) + comp.flush())
+                    out.receipt = writer.commit()
+            state.complete_replay(intent, [e.id for e in good], still)
+            out.shipped = [e.id for e in good]
+        return out
 
     # ------------------------------------------------------------------ notifier
 

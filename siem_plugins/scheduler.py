@@ -1,7 +1,13 @@
-"""The scheduler: every integration synced every interval, one sync per integration at a time.
+"""The scheduler: every integration synced every interval, one pass per destination at a time.
 
-Syncs run on a thread pool (``max_workers``). An integration whose previous sync is still
-running when its next tick comes is skipped for that tick, never queued behind itself.
+Each tick starts, for every enabled integration, a *sink pass* (objects to the bucket) and
+a *notifier pass* (the digest), each on a thread pool of its own (``max_workers`` threads
+each). They are scheduled apart: a pass whose previous run is still going when its next
+tick comes is skipped for that tick (never queued behind itself), while the other
+destination's pass starts as usual. So a mail relay that hangs cannot delay the next
+objects, and a black-holed S3 endpoint cannot delay the next alerts. Each pass also takes
+its sync lock from the state store, which keeps other processes out (see pipeline.py).
+
 SIGTERM / SIGINT stop the loop: in-flight objects are finished (each is all-or-nothing
 anyway), no new object is started, and the process exits 0. A second signal abandons the
 in-flight objects: their intents stay recorded and the next start replays them.
@@ -19,6 +25,7 @@ from concurrent.futures import wait as futures_wait
 from types import FrameType
 
 from siem_plugins.pipeline import Integration, Pipeline, Runtime, SyncResult
+from siem_plugins.state import DESTINATIONS, SINK
 
 log = logging.getLogger(__name__)
 
@@ -31,50 +38,66 @@ class Scheduler:
         self.interval = interval if interval is not None else runtime.config.interval
         self.stop = threading.Event()
         self.pipeline = Pipeline(runtime, stop=self.stop)
-        self._running: dict[str, Future[SyncResult]] = {}
+        self._running: dict[tuple[str, str], Future[SyncResult]] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
-            max_workers=max_workers or runtime.config.max_workers,
-            thread_name_prefix="siem-sync",
-        )
+        workers = max_workers or runtime.config.max_workers
+        # A pool per destination: passes stuck on one kind of server (a tarpitting relay)
+        # can only ever occupy that destination's threads.
+        self._pools = {
+            d: ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"siem-{d}")
+            for d in DESTINATIONS
+        }
         self.cycles = 0
 
     def tick(self) -> list[Future[SyncResult]]:
-        """Start a sync of every enabled integration that is not already syncing."""
+        """Start each enabled integration's passes that are not still running."""
         started = []
         for integ in self.rt.enabled():
-            with self._lock:
-                running = self._running.get(integ.name)
-                if running is not None and not running.done():
-                    log.warning("%s: previous sync still running; skipping this cycle", integ.name)
-                    continue
-                fut = self._pool.submit(self._sync, integ)
-                self._running[integ.name] = fut
-                started.append(fut)
+            for destination in DESTINATIONS:
+                with self._lock:
+                    running = self._running.get((integ.name, destination))
+                    if running is not None and not running.done():
+                        log.warning(
+                            "%s: previous %s pass still running; skipping it this cycle",
+                            integ.name,
+                            destination,
+                        )
+                        continue
+                    fut = self._pools[destination].submit(self._pass, integ, destination)
+                    self._running[(integ.name, destination)] = fut
+                    started.append(fut)
         self.cycles += 1
         return started
 
-    def _sync(self, integ: Integration) -> SyncResult:
+    def _pass(self, integ: Integration, destination: str) -> SyncResult:
         started = time.monotonic()
-        if hasattr(self.rt.state, "try_lock"):
-            # A shared store: take the fleet-wide lock, so another `run` or a Celery
-            # worker on the same database never syncs this integration at the same time.
-            from siem_plugins.fleet import run_locked
-
-            locked = run_locked(self.rt, integ.name, pipeline=self.pipeline)
-            if locked is None:
-                return SyncResult(integ.name)
-            result = locked
+        try:
+            result = self.pipeline.sync_pass(integ, destination)
+        except Exception as exc:  # a bug: say it, in one line, and keep the loop alive
+            log.error(
+                "%s: %s pass failed unexpectedly: %s: %s",
+                integ.name,
+                destination,
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            return SyncResult(integ.name, errors={destination: str(exc)})
+        if destination in result.skipped:
+            return result
+        if destination == SINK:
+            done = f"{len(result.objects)} objects, {result.events} events"
+            if result.set_aside:
+                done += f", {len(result.set_aside)} events set aside"
         else:
-            result = self.pipeline.sync(integ)
+            done = f"{len(result.digests)} digests"
         log.info(
-            "%s: sync done in %.1fs: %d objects, %d events, %d digests%s",
+            "%s: %s pass done in %.1fs: %s%s",
             integ.name,
+            destination,
             time.monotonic() - started,
-            len(result.objects),
-            result.events,
-            len(result.digests),
-            "" if result.ok else f", {len(result.errors)} failed",
+            done,
+            ", failed" if destination in result.errors else "",
         )
         return result
 
@@ -93,7 +116,8 @@ class Scheduler:
 
     def shutdown(self, *, wait: bool = True) -> None:
         self.stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         if wait:
             # In slices, not one join: a second signal must still be able to abandon
             # the in-flight syncs (see wait_for_stop).
@@ -101,7 +125,8 @@ class Scheduler:
                 running = [f for f in self._running.values() if not f.done()]
             while running:
                 running = list(futures_wait(running, timeout=SIGNAL_POLL).not_done)
-            self._pool.shutdown(wait=True)
+            for pool in self._pools.values():
+                pool.shutdown(wait=True)
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -17,7 +17,7 @@ from siem_plugins.builtin.jsonfmt import JSONFormatter
 from siem_plugins.builtin.local import LocalSink
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter
-from siem_plugins.options import Options
+from siem_plugins.options import ConfigError, Options
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.state import NOTIFIER, SINK
 from tests.helpers import ingest, integration, local_objects, numbered, runtime, seqs_in
@@ -395,3 +395,29 @@ def test_syncs_leave_no_reader_threads_or_connections_behind(
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 1  # not one per object
     rt.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("siem-notify")]
+
+
+def test_two_integrations_that_would_overwrite_each_other_are_refused(
+    tmp_path: Path, siem_store: SQLiteStore
+) -> None:
+    """SYSLOG rfc5424 and bare of one account under one prefix share the extension, so
+    their keys coincide and each would overwrite the other's objects."""
+    sink = {"type": "local", "path": str(tmp_path / "bucket")}
+    a = integration("a-5424", sink, fmt={"type": "syslog", "framing": "rfc5424"}, account="acme")
+    b = integration("b-bare", sink, fmt={"type": "syslog", "framing": "bare"}, account="acme")
+    with pytest.raises(ConfigError) as info:
+        runtime(siem_store.path, [a, b])
+    message = str(info.value)
+    assert "integration[1].sink" in message
+    assert "'a-5424' (integration[0]) and 'b-bare'" in message
+    assert "same objects" in message and "own prefix" in message
+    # Any one difference in the key makes them fine: the prefix, the account, the format;
+    # and a disabled integration writes nothing (it is checked when enabled).
+    other = {**sink, "prefix": "bare/"}
+    for variant in (
+        integration("b-bare", other, fmt={"type": "syslog", "framing": "bare"}, account="acme"),
+        integration("b-bare", sink, fmt={"type": "syslog", "framing": "bare"}, account="zeta"),
+        integration("b-json", sink, fmt="json", account="acme"),
+        {**b, "enabled": False},
+    ):
+        runtime(siem_store.path, [a, variant]).close()

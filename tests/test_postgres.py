@@ -209,12 +209,12 @@ def test_sync_command_skips_an_integration_another_process_is_syncing(
         )
 
     rt = pg_runtime(pg_url, tmp_path)
-    held = rt.state.try_lock("acme")  # as a `run` or a worker syncing it would
+    held = rt.state.try_lock("acme", SINK)  # as a `run` or a worker syncing it would
     assert held is not None
     with held:
         busy = sync()
     assert busy.returncode == 1, busy.stdout + busy.stderr
-    assert "acme: SKIPPED: another process" in busy.stdout
+    assert "acme: SKIPPED sink: another process is syncing acme" in busy.stdout
     assert not (tmp_path / "out").exists()
     free = sync()
     assert free.returncode == 0, free.stdout + free.stderr

@@ -13,17 +13,24 @@ alone one that looks like a header.
 Failures raise :class:`NotifierError`, whose message names ``smtp://host:port`` and the
 server's code and reply (never the password), and whose ``permanent`` flag says whether
 retrying without a config change can help.
+
+Two clocks bound a delivery: ``timeout`` for each network read or write, and
+``deadline`` for the whole session, connect to QUIT. The per-read timeout alone never
+fires against a tarpit, a server that keeps sending a byte or a ``220-`` continuation
+line every few seconds; the deadline ends such a session by shutting its socket down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -42,6 +49,10 @@ log = logging.getLogger(__name__)
 SECURITIES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 DEFAULT_TIMEOUT = 30.0
+#: The whole SMTP session (connect, greeting, TLS, login, send, QUIT) must end within this.
+DEFAULT_DEADLINE = 120.0
+#: Upper bound for ``timeout`` and ``deadline``: beyond it a stuck relay is just stuck.
+MAX_SECONDS = 3600.0
 DEFAULT_SUBJECT_PREFIX = "[SIEM]"
 DEFAULT_MAX_LISTED = 200
 #: Upper bound for ``max_listed``: beyond this a mail is a data dump, not a digest.
@@ -114,6 +125,7 @@ class EmailNotifier:
         username: str | None = None,
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
         verify: bool = True,
         ca_file: str | None = None,
         subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
@@ -136,6 +148,7 @@ class EmailNotifier:
         self.username = username
         self._password = Secret(password) if password is not None else None
         self.timeout = timeout
+        self.deadline = deadline
         self.verify = verify
         self.ca_file = ca_file
         self.subject_prefix = _header_text(subject_prefix)
@@ -186,9 +199,14 @@ class EmailNotifier:
         # Duplicates would only earn the recipient two copies.
         recipients = list(dict.fromkeys(recipients))
 
-        timeout = options.number("timeout", DEFAULT_TIMEOUT)
-        if timeout <= 0:
-            raise options.error("timeout", f"must be more than 0 seconds, got {timeout}")
+        bounds: dict[str, float] = {}
+        for key, default in (("timeout", DEFAULT_TIMEOUT), ("deadline", DEFAULT_DEADLINE)):
+            value = options.number(key, default)
+            if not 0 < value <= MAX_SECONDS:
+                raise options.error(
+                    key, f"must be more than 0 and at most {MAX_SECONDS:g} seconds, got {value}"
+                )
+            bounds[key] = value
         verify = options.boolean("verify", True)
         ca_file = options.string("ca_file")
         subject_prefix = options.string("subject_prefix", DEFAULT_SUBJECT_PREFIX)
@@ -210,7 +228,8 @@ class EmailNotifier:
                 security=security,
                 username=username,
                 password=password,
-                timeout=timeout,
+                timeout=bounds["timeout"],
+                deadline=bounds["deadline"],
                 verify=verify,
                 ca_file=ca_file,
                 subject_prefix=subject_prefix,
@@ -253,11 +272,8 @@ class EmailNotifier:
 
     def notify(self, digest: Digest) -> None:
         msg = self.build_message(digest)
-        smtp = self._connect()
-        try:
+        with self._session() as smtp:
             refused = self._send(smtp, msg)
-        finally:
-            _quit(smtp)
         if refused:
             log.warning(
                 "%s: digest %s: recipients refused: %s",
@@ -276,8 +292,7 @@ class EmailNotifier:
         )
 
     def probe(self) -> None:
-        smtp = self._connect()
-        try:
+        with self._session() as smtp:
             try:
                 code, text = smtp.noop()
             except (smtplib.SMTPException, OSError) as exc:
@@ -288,8 +303,6 @@ class EmailNotifier:
                     permanent=500 <= code < 600,
                     code=code,
                 )
-        finally:
-            _quit(smtp)
 
     def close(self) -> None:
         pass
@@ -299,14 +312,41 @@ class EmailNotifier:
 
     # ------------------------------------------------------------------ SMTP
 
-    def _connect(self) -> smtplib.SMTP:
-        """An open session, after EHLO, STARTTLS and login as configured."""
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[smtplib.SMTP]:
+        """An open session (after EHLO, STARTTLS and login as configured) that must be
+        over within ``deadline`` seconds; QUIT at the end."""
+        watchdog = _Deadline(self.deadline)
+        try:
+            smtp = self._open(watchdog)
+            try:
+                yield smtp
+            finally:
+                if watchdog.expired:
+                    smtp.close()
+                else:
+                    _quit(smtp)
+        except NotifierError as exc:
+            if watchdog.expired:
+                # Whatever the socket said last, the deadline is why it said it.
+                raise NotifierError(
+                    f"{self.url}: gave up after the {self.deadline:g}s deadline for the whole "
+                    "delivery (the server answers too slowly or not at all)",
+                    permanent=False,
+                ) from exc
+            raise
+        finally:
+            watchdog.stop()
+
+    def _open(self, watchdog: _Deadline) -> smtplib.SMTP:
+        """Connect, EHLO, STARTTLS and log in as configured, watched by ``watchdog``."""
         log.debug("%s: connecting (security %s)", self.url, self.security)
         stage = "connect"
         smtp: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
-                smtp = smtplib.SMTP_SSL(
+                smtp = _WatchedSMTP_SSL(
+                    watchdog,
                     self.host,
                     self.port,
                     local_hostname=self.client_hostname,
@@ -314,8 +354,12 @@ class EmailNotifier:
                     context=self._tls,
                 )
             else:
-                smtp = smtplib.SMTP(
-                    self.host, self.port, local_hostname=self.client_hostname, timeout=self.timeout
+                smtp = _WatchedSMTP(
+                    watchdog,
+                    self.host,
+                    self.port,
+                    local_hostname=self.client_hostname,
+                    timeout=self.timeout,
                 )
             stage = "EHLO"
             smtp.ehlo_or_helo_if_needed()
@@ -334,10 +378,10 @@ class EmailNotifier:
                 stage = "login"
                 smtp.login(self.username, self._password.reveal())
         except NotifierError:
-            _abandon(smtp)
+            _abandon(smtp or watchdog.smtp)
             raise
         except (smtplib.SMTPException, OSError) as exc:
-            _abandon(smtp)
+            _abandon(smtp or watchdog.smtp)
             raise self._error(stage, exc) from exc
         return smtp
 
@@ -393,7 +437,7 @@ class EmailNotifier:
             what = f"cannot resolve host: {exc.strerror or exc}"
         elif isinstance(exc, OSError):
             what = exc.strerror or str(exc) or type(exc).__name__
-        else:  # pragma: no cover - _connect/_send only pass the types above
+        else:  # pragma: no cover - _open/_send only pass the types above
             what = str(exc)
         return NotifierError(
             self._redact(f"{self.url}: {stage} failed: {what}"), permanent=permanent, code=code
@@ -560,6 +604,60 @@ def _quit(smtp: smtplib.SMTP) -> None:
 def _abandon(smtp: smtplib.SMTP | None) -> None:
     if smtp is not None:
         smtp.close()
+
+
+class _Deadline:
+    """Ends an SMTP session that is still running after ``seconds``.
+
+    smtplib's timeout applies to each socket operation, so a server that trickles its
+    replies (a tarpit) can hold a session open for ever. When the deadline passes, this
+    shuts the session's socket down from another thread: the blocked read returns at
+    once and smtplib raises. Until the session ends it keeps shutting down whatever
+    socket the client holds, in case the deadline passed while a connection was still
+    being made (an implicit-TLS handshake inside the connect is bounded by ``timeout``
+    alone: the socket is the client's only once the handshake is done).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.smtp: smtplib.SMTP | None = None
+        self._done = threading.Event()
+        self.expired = False
+        self._thread = threading.Thread(
+            target=self._watch, args=(seconds,), name="siem-smtp-deadline", daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self, seconds: float) -> None:
+        if self._done.wait(seconds):
+            return
+        self.expired = True
+        while not self._done.is_set():
+            sock = self.smtp.sock if self.smtp is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._done.wait(0.05)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    """``smtplib.SMTP`` that shows itself to its deadline before it connects (the
+    constructor connects and reads the greeting, the first place a tarpit stalls)."""
+
+    def __init__(self, watchdog: _Deadline, *args: Any, **kwargs: Any) -> None:
+        watchdog.smtp = self
+        super().__init__(*args, **kwargs)
+
+
+class _WatchedSMTP_SSL(smtplib.SMTP_SSL):
+    """``smtplib.SMTP_SSL`` watched by a deadline (see :class:`_WatchedSMTP`)."""
+
+    def __init__(self, watchdog: _Deadline, *args: Any, **kwargs: Any) -> None:
+        watchdog.smtp = self
+        super().__init__(*args, **kwargs)
 
 
 @hookimpl

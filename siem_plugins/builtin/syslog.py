@@ -58,6 +58,7 @@ SEVERITIES = {
     "info": 6,
     "debug": 7,
 }
+_CANONICAL_TS_LEN = len("2022-07-15T08:55:12.279Z")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # RFC 5424 HOSTNAME / APP-NAME / MSGID: PRINTUSASCII (33-126), bounded length.
 _HEADER_FIELD_RE = re.compile(r"[!-~]+\Z")
@@ -119,6 +120,13 @@ class SyslogFormatter:
             return b""
         if self.framing == "bare":
             return b"\n".join([e.raw[1:-1] for e in events]) + b"\n"
+        # The header carries the event's own timestamp; one not in the canonical form
+        # (stored by an older version, or by another writer) would make an invalid line.
+        if any(len(e.timestamp) != _CANONICAL_TS_LEN for e in events):
+            bad = next(e for e in events if len(e.timestamp) != _CANONICAL_TS_LEN)
+            raise ValueError(
+                f"event {bad.id}: timestamp {bad.timestamp!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ"
+            )
         if self.framing == "rfc5424":
             head, tail, msgid = self._head, self._tail5424, self._msgid
             lines = [
