@@ -48,3 +48,20 @@ def object_key(account: str, created: str, first_id: int, last_id: int, extensio
         f"{account}/{day:%Y/%m/%d}/{created}_"
         f"{first_id:0{ID_WIDTH}d}-{last_id:0{ID_WIDTH}d}.{extension}"
     )
+
+
+_KEY_SHAPE = re.compile(
+    r"(?P<account>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
+    rf"(?P=y)-(?P=m)-(?P=d)T\d{{6}}Z_\d{{{ID_WIDTH}}}-\d{{{ID_WIDTH}}}\.(?P<extension>[^/]+)\Z"
+)
+
+
+def parse_object_key(key: str) -> tuple[str, str] | None:
+    """``(account, extension)`` of a key :func:`object_key` could have made, else ``None``.
+
+    Lets a sink recognise its own objects among others under a shared prefix.
+    """
+    found = _KEY_SHAPE.match(key)
+    if found is None or not ACCOUNT_RE.match(found["account"]) or ".." in found["account"]:
+        return None
+    return found["account"], found["extension"]

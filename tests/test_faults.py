@@ -3,12 +3,15 @@ fault-injecting middleware, and aiosmtpd. Every assertion counts events by id.""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.pipeline import Pipeline, Runtime
@@ -203,3 +206,176 @@ def test_smtp_auth_failure_keeps_the_cursor_and_never_leaks_the_password(
     assert rt.state.cursor("acme", NOTIFIER) == 0 and rt.state.cursor("acme", SINK) == 100
     assert "wrong-Pa55word-xyz" not in caplog.text + result.errors[NOTIFIER]
     rt.close()
+
+
+def open_upload_keys(s3: S3Server, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_uploads_created_by_failed_requests_are_aborted_and_logged(
+    tmp_path: Path,
+    siem_store: SQLiteStore,
+    siem_events: Any,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_server: SMTPServer,
+    s3_fast_retries: None,
+    caplog: Any,
+) -> None:
+    # A proxy in front of S3 that fails *after* forwarding CreateMultipartUpload: the
+    # server started an upload whose id the shipper never learned, and botocore's retry
+    # started another.
+    ingest(siem_store, "acme", numbered(siem_events(3000)))
+    faults = s3_server.faults
+    assert faults is not None
+    create = "CreateMultipartUpload"
+    faults.fail_next(1, status=500, code="InternalError", op=create, after=True)
+    faults.reset_connection_next(1, when="after", op=create)
+    second = f"_{1001:020d}-"  # in the second object's key: its first id
+    faults.fail_next(
+        2, status=500, code="InternalError", op=create, after=True, path_contains=second
+    )
+    caplog.set_level("INFO", logger="siem_plugins.builtin.s3")
+    rt = runtime(
+        siem_store.path,
+        [s3_integration("acme", s3_server, s3_bucket, smtp_server, max_events=1000)],
+    )
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert result.ok, result.errors
+    assert faults.pending() == 0 and faults.injected("CreateMultipartUpload") == 4
+    assert open_upload_keys(s3_server, s3_bucket) == []
+    seen = shipped(s3_server, s3_bucket, "acme/")
+    assert sorted(seen) == list(range(1, 3001)) and set(seen.values()) == {1}
+    objects = [r.location for r in result.objects]
+    records = [r for r in caplog.records if "aborted" in r.getMessage()]
+    assert {r.levelname for r in records} == {"INFO"}
+    aborted = [r.getMessage() for r in records]
+    # The first object's Create was answered with a 500, then reset: two orphans; the
+    # second object's with two 500s; the third object's had no fault.
+    assert len(objects) == 3 and second in objects[1]
+    assert aborted == [
+        f"{objects[0]}: aborted 2 unfinished multipart upload(s) left by failed requests",
+        f"{objects[1]}: aborted 2 unfinished multipart upload(s) left by failed requests",
+    ]
+    rt.close()
+
+
+def test_soak_random_faults_after_forwarding_leave_no_open_uploads(
+    tmp_path: Path,
+    siem_store: SQLiteStore,
+    siem_events: Any,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_server: SMTPServer,
+    s3_fast_retries: None,
+) -> None:
+    faults = s3_server.faults
+    assert faults is not None
+    rt = runtime(
+        siem_store.path,
+        [s3_integration("acme", s3_server, s3_bucket, smtp_server, max_events=500)],
+    )
+    integ = rt.integrations[0]
+    # 20 % of the requests that start, fill or finish an upload are carried out by the
+    # server and then answered with a 500 or a dropped connection.
+    faults.random_failure_rate(
+        0.2,
+        seed=11,
+        status=500,
+        code="InternalError",
+        op=("CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"),
+        actions=("error-after", "reset-after"),
+    )
+    events = siem_events(20_000, seed=3)
+    failed_syncs = 0
+    for batch in range(4):
+        start = batch * 5000
+        ingest(siem_store, "acme", numbered(events[start : start + 5000], start=start + 1))
+        result = Pipeline(rt).sync(integ)
+        # Six attempts per request rarely all fail; when they do, the next sync replays.
+        while not result.ok:
+            failed_syncs += 1
+            assert failed_syncs < 5, result.errors
+            result = Pipeline(rt).sync(integ)
+    faults.random_failure_rate(0)
+    assert faults.injected("CreateMultipartUpload") >= 5  # each left an orphan behind
+    assert open_upload_keys(s3_server, s3_bucket) == []
+    seen = shipped(s3_server, s3_bucket, "acme/")
+    assert sorted(seen) == list(range(1, 20_001)) and set(seen.values()) == {1}
+    assert rt.state.cursor("acme", SINK) == 20_000
+    rt.close()
+
+
+# --------------------------------------------------------------------------- the test server
+
+
+def test_the_test_server_fails_after_acting_and_lists_uploads_as_s3_does(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    from botocore.exceptions import ClientError
+
+    faults = s3_server.faults
+    assert faults is not None
+    client = s3_server.client(retries={"mode": "standard", "total_max_attempts": 1})
+    faults.fail_next(1, status=500, code="InternalError", op="CreateMultipartUpload", after=True)
+    with pytest.raises(ClientError, match="InternalError"):
+        client.create_multipart_upload(Bucket=s3_bucket, Key="k/lost")
+    (lost,) = s3_server.client().list_multipart_uploads(Bucket=s3_bucket)["Uploads"]
+    assert lost["Key"] == "k/lost"  # the server carried the request out
+
+    ids = {
+        key: [client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]]
+        for key in ("k/c", "k/a", "k/b")
+    }
+    ids["k/a"].append(client.create_multipart_upload(Bucket=s3_bucket, Key="k/a")["UploadId"])
+    faults.backdate_upload(ids["k/b"][0], 7200)
+    faults.upload_listing_page_size(2)
+    pages = list(
+        client.get_paginator("list_multipart_uploads").paginate(Bucket=s3_bucket, Prefix="k/")
+    )
+    listed = [u for page in pages for u in page.get("Uploads", [])]
+    assert len(pages) == 3
+    # Sorted by key, then by initiation; times are real (moto alone reports 2010).
+    assert [(u["Key"], u["UploadId"]) for u in listed] == [
+        ("k/a", ids["k/a"][0]),
+        ("k/a", ids["k/a"][1]),
+        ("k/b", ids["k/b"][0]),
+        ("k/c", ids["k/c"][0]),
+        ("k/lost", lost["UploadId"]),
+    ]
+    now = datetime.now(UTC)
+    ages = {u["Key"]: (now - u["Initiated"]).total_seconds() for u in listed}
+    assert 7195 < ages["k/b"] < 7260
+    assert all(0 <= ages[k] < 60 for k in ("k/a", "k/c", "k/lost"))
+
+
+def test_random_faults_after_forwarding_are_reproducible(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    faults = s3_server.faults
+    assert faults is not None
+    client = s3_server.client(retries={"mode": "standard", "total_max_attempts": 1})
+
+    def run() -> list[str | None]:
+        faults.reset()
+        faults.random_failure_rate(
+            0.5,
+            seed=4,
+            status=500,
+            code="InternalError",
+            op={"CreateMultipartUpload"},
+            actions=("error-after", "reset-after"),
+        )
+        for i in range(30):
+            with contextlib.suppress(Exception):
+                client.create_multipart_upload(Bucket=s3_bucket, Key=f"r/{i}")
+            client.head_bucket(Bucket=s3_bucket)  # another op: never faulted
+        return [r.fault for r in faults.requests]
+
+    first = run()
+    assert first == run()
+    assert {"error-after", "reset-after", None} == set(first)
+    assert all(f is None for f in first[1::2])  # the HeadBucket calls
+    # Every Create was carried out, whatever the client heard.
+    listing = s3_server.client().list_multipart_uploads(Bucket=s3_bucket, Prefix="r/")
+    assert len(listing["Uploads"]) == 60

@@ -26,6 +26,7 @@ from siem_plugins.builtin.s3 import (
     siem_register_sinks,
     to_sink_error,
 )
+from siem_plugins.keys import object_key, parse_object_key
 from siem_plugins.kinds import ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.testkit.s3server import Faults, S3Server
@@ -256,22 +257,305 @@ def test_open_aborts_uploads_left_by_a_killed_run(s3_server: S3Server, s3_bucket
     assert keys(s3_server, s3_bucket) == ["acme/k.json"]
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("a.json", "b.json"),
+        # The shipper's own key shape: the sweep of old uploads must not ask either.
+        (
+            object_key("acme", "2024-01-02T030405Z", 1, 9, "json.gz"),
+            object_key("acme", "2024-01-02T030406Z", 10, 19, "json.gz"),
+        ),
+    ],
+)
 def test_no_permission_to_list_uploads_is_not_fatal(
-    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+    s3_faults: Faults,
+    s3_server: S3Server,
+    s3_bucket: str,
+    caplog: pytest.LogCaptureFixture,
+    names: tuple[str, str],
 ) -> None:
     sink = make_sink(s3_server, s3_bucket)
     s3_faults.fail_next(5, status=403, code="AccessDenied", op="ListMultipartUploads")
     with caplog.at_level(logging.WARNING, logger="siem_plugins.builtin.s3"):
-        for name in ("a.json", "b.json"):
+        for name in names:
             with sink.open(name, META) as writer:
                 writer.write(b"x")
                 writer.commit()
 
-    assert keys(s3_server, s3_bucket) == ["a.json", "b.json"]
+    assert keys(s3_server, s3_bucket) == list(names)
     assert s3_faults.count("ListMultipartUploads") == 1  # asked once, then left alone
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "AccessDenied" in warning
     assert "lifecycle" in warning
+
+
+# --------------------------------------------------------------------------- orphans
+#
+# A CreateMultipartUpload that the server carried out but whose reply was lost (a proxy
+# answering 500, a connection reset after forwarding) is retried by botocore, which
+# creates a second upload: the first one's id never reached the client.
+
+ORPHAN_FAULTS = [
+    pytest.param({"after": True, "status": 500, "code": "InternalError"}, id="500-after"),
+    pytest.param({"when": "after"}, id="reset-after"),
+]
+
+
+def inject_on_create(faults: Faults, n: int, fault: dict[str, Any]) -> None:
+    if "when" in fault:
+        faults.reset_connection_next(n, op="CreateMultipartUpload", **fault)
+    else:
+        faults.fail_next(n, op="CreateMultipartUpload", **fault)
+
+
+def aborted_messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
+    """The sink's log lines about aborted uploads, each checked to be at ``level``."""
+    records = [
+        r
+        for r in caplog.records
+        if r.name == "siem_plugins.builtin.s3" and "aborted" in r.getMessage()
+    ]
+    assert {r.levelno for r in records} <= {level}
+    return [r.getMessage() for r in records]
+
+
+@pytest.mark.parametrize("fault", ORPHAN_FAULTS)
+@pytest.mark.parametrize("body", [b"payload", b""], ids=["parts", "empty"])
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_uploads_of_a_retried_create_are_aborted_after_commit(
+    s3_faults: Faults,
+    s3_server: S3Server,
+    s3_bucket: str,
+    caplog: pytest.LogCaptureFixture,
+    fault: dict[str, Any],
+    body: bytes,
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, prefix="acme", max_attempts=4)
+    inject_on_create(s3_faults, 2, fault)
+    caplog.set_level(logging.INFO, logger="siem_plugins.builtin.s3")
+    with sink.open("o.json.gz", META) as writer:
+        writer.write(body)
+        writer.commit()
+
+    assert s3_faults.count("CreateMultipartUpload") == 3  # two orphans, one used
+    assert open_uploads(s3_server, s3_bucket) == []
+    assert keys(s3_server, s3_bucket) == ["acme/o.json.gz"]
+    got = s3_server.client().get_object(Bucket=s3_bucket, Key="acme/o.json.gz")
+    assert got["Body"].read() == body
+    assert got["Metadata"]["siem-first-id"] == "101"
+    assert aborted_messages(caplog) == [
+        f"s3://{s3_bucket}/acme/o.json.gz: aborted 2 unfinished multipart upload(s) "
+        "left by failed requests"
+    ]
+
+
+@pytest.mark.parametrize("fault", ORPHAN_FAULTS)
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_uploads_of_a_create_that_never_succeeded_are_aborted(
+    s3_faults: Faults,
+    s3_server: S3Server,
+    s3_bucket: str,
+    caplog: pytest.LogCaptureFixture,
+    fault: dict[str, Any],
+) -> None:
+    # Every attempt was carried out and every reply lost: no replay of this key may ever
+    # come (the config may change), so the failed open itself must clean up.
+    sink = make_sink(s3_server, s3_bucket, prefix="acme", max_attempts=3)
+    inject_on_create(s3_faults, 3, fault)
+    caplog.set_level(logging.INFO, logger="siem_plugins.builtin.s3")
+    with pytest.raises(SinkError, match=re.escape("/acme/o.json.gz: ")):
+        sink.open("o.json.gz", META)
+
+    assert s3_faults.count("CreateMultipartUpload") == 3
+    assert open_uploads(s3_server, s3_bucket) == []
+    assert keys(s3_server, s3_bucket) == []
+    assert aborted_messages(caplog) == [
+        f"s3://{s3_bucket}/acme/o.json.gz: aborted 3 unfinished multipart upload(s) "
+        "left by failed requests"
+    ]
+
+
+@pytest.mark.parametrize("how", ["commit fails", "aborted"])
+@pytest.mark.usefixtures("s3_fast_retries")
+def test_uploads_of_a_retried_create_are_aborted_when_the_object_fails(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, how: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, max_attempts=2)
+    s3_faults.fail_next(1, status=500, code="InternalError", op="CreateMultipartUpload", after=True)
+    writer = sink.open("f.json", META)
+    writer.write(b"doomed")
+    if how == "aborted":
+        writer.abort()
+    else:
+        s3_faults.fail_next(5, status=403, code="AccessDenied", op="CompleteMultipartUpload")
+        with pytest.raises(SinkError, match="AccessDenied"):
+            writer.commit()
+        writer.abort()  # as the with-block does on the way out: no second clean-up
+
+    assert s3_faults.count("ListMultipartUploads") == 2  # at open, and once after the failure
+    assert s3_faults.count("AbortMultipartUpload") == 2  # the writer's upload, the orphan
+    assert open_uploads(s3_server, s3_bucket) == []
+    assert keys(s3_server, s3_bucket) == []
+
+
+def test_every_page_of_unfinished_uploads_is_looked_at(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str
+) -> None:
+    client = s3_server.client()
+    for _ in range(5):
+        client.create_multipart_upload(Bucket=s3_bucket, Key="acme/p.json")
+    client.create_multipart_upload(Bucket=s3_bucket, Key="acme/p.json.other")
+    s3_faults.upload_listing_page_size(2)
+    sink = make_sink(s3_server, s3_bucket, prefix="acme")
+    with sink.open("p.json", META) as writer:
+        writer.write(b"x")
+        writer.commit()
+
+    assert open_uploads(s3_server, s3_bucket) == ["acme/p.json.other"]
+    assert s3_faults.count("AbortMultipartUpload") == 5
+
+
+# --------------------------------------------------------------------------- the sweep
+
+OURS = object_key("acme", "2024-01-02T030405Z", 1, 100, "json.gz")
+HOUR = 3600.0
+
+
+def test_the_key_shape_is_recognised() -> None:
+    assert parse_object_key(OURS) == ("acme", "json.gz")
+    assert parse_object_key(object_key("a.b@c+d", "2030-12-31T235959Z", 7, 8, "log")) == (
+        "a.b@c+d",
+        "log",
+    )
+    for other in (
+        "acme/2024/01/02/notes.json.gz",  # not a range
+        "acme/2024/01/03/2024-01-02T030405Z_00000000000000000001-00000000000000000100.json.gz",
+        "acme/2024/01/02/2024-01-02T030405Z_1-100.json.gz",  # ids not zero-padded
+        "x/acme/2024/01/02/2024-01-02T030405Z_00000000000000000001-00000000000000000100.json",
+        "../2024/01/02/2024-01-02T030405Z_00000000000000000001-00000000000000000100.json",
+        "k.json",
+    ):
+        assert parse_object_key(other) is None, other
+
+
+def test_old_uploads_of_the_shippers_own_keys_are_swept(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = s3_server.client()
+
+    def upload(key: str, age: float) -> str:
+        upload_id = client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+        s3_faults.backdate_upload(upload_id, age)
+        return key
+
+    def shaped(account: str, ext: str, first: int) -> str:
+        return "logs/" + object_key(account, "2024-01-02T030405Z", first, first + 9, ext)
+
+    abandoned = [
+        upload(shaped("acme", "json.gz", 1), 2 * HOUR),
+        upload(shaped("acme", "json.gz", 11), 30 * 24 * HOUR),
+    ]
+    kept = [
+        upload(shaped("acme", "json.gz", 21), 59 * 60),  # younger than the hour: in progress
+        upload(shaped("acme", "log.gz", 1), 2 * HOUR),  # another integration's format
+        upload(shaped("other", "json.gz", 1), 2 * HOUR),  # an account this sink never wrote
+        upload("logs/acme/2024/01/02/notes.json.gz", 2 * HOUR),  # not the shipper's shape
+        upload(shaped("acme", "json.gz", 31)[len("logs/") :], 2 * HOUR),  # outside the prefix
+    ]
+    sink = make_sink(s3_server, s3_bucket, prefix="logs")
+    new_key = object_key("acme", "2024-01-03T000000Z", 41, 50, "json.gz")
+    caplog.set_level(logging.INFO, logger="siem_plugins.builtin.s3")
+    with sink.open(new_key, META) as writer:
+        writer.write(b"new")
+        writer.commit()
+
+    assert sorted(open_uploads(s3_server, s3_bucket)) == sorted(kept)
+    assert keys(s3_server, s3_bucket) == ["logs/" + new_key]
+    messages = aborted_messages(caplog, logging.WARNING)
+    assert len(messages) == 2
+    for key, message in zip(abandoned, sorted(messages), strict=True):
+        assert message.startswith(
+            f"s3://{s3_bucket}/{key}: aborted an unfinished multipart upload initiated "
+        )
+        assert message.endswith(
+            "more than abandoned_upload_age = 1h ago: left by a failed or killed run"
+        )
+
+    # At most one sweep of a folder per abandoned_upload_age: the next objects cost only
+    # the look at their own key.
+    swept = s3_faults.count("ListMultipartUploads")
+    for first in (51, 61):
+        with sink.open(
+            object_key("acme", "2024-01-03T000001Z", first, first + 9, "json.gz"), META
+        ) as writer:
+            writer.write(b"more")
+            writer.commit()
+    assert s3_faults.count("ListMultipartUploads") == swept + 4  # open and commit, twice
+    assert sorted(open_uploads(s3_server, s3_bucket)) == sorted(kept)
+
+
+def test_the_sweep_age_is_configurable(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, abandoned_upload_age="10m")
+    assert sink.settings.abandoned_upload_age == 600
+    client = s3_server.client()
+    old = object_key("acme", "2024-01-02T030405Z", 1, 10, "json.gz")
+    young = object_key("acme", "2024-01-02T030405Z", 11, 20, "json.gz")
+    s3_faults.backdate_upload(
+        client.create_multipart_upload(Bucket=s3_bucket, Key=old)["UploadId"], 11 * 60
+    )
+    s3_faults.backdate_upload(
+        client.create_multipart_upload(Bucket=s3_bucket, Key=young)["UploadId"], 9 * 60
+    )
+    with sink.open(object_key("acme", "2024-01-02T030405Z", 21, 30, "json.gz"), META) as writer:
+        writer.commit()
+    assert open_uploads(s3_server, s3_bucket) == [young]
+
+
+def test_the_sweep_runs_again_once_the_age_has_passed(
+    s3_faults: Faults, s3_server: S3Server, s3_bucket: str
+) -> None:
+    sink = make_sink(s3_server, s3_bucket, prefix="p", abandoned_upload_age=1)
+
+    def sweeps() -> int:
+        return sum(
+            1
+            for r in s3_faults.requests
+            if r.op == "ListMultipartUploads" and "prefix=p%2Facme%2F&" in r.query + "&"
+        )
+
+    def write(first: int) -> None:
+        with sink.open(object_key("acme", "2024-01-02T030405Z", first, first, "log"), META) as w:
+            w.commit()
+
+    write(1)
+    write(2)
+    assert sweeps() == 1
+    time.sleep(1.1)
+    write(3)
+    assert sweeps() == 2
+
+
+def test_no_second_look_when_s3_cannot_be_reached(caplog: pytest.LogCaptureFixture) -> None:
+    # The look after a failed object would only fail the same way, after its own retries.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    table = {
+        "bucket": "bkt",
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "max_attempts": 1,
+        "access_key_id": "AKIA",
+        "secret_access_key": "secret-key",
+    }
+    sink = S3Sink.from_options(Options(table, path=PATH))
+    caplog.set_level(logging.DEBUG, logger="siem_plugins.builtin.s3")
+    with pytest.raises(SinkError, match="EndpointConnection"):
+        sink.open(object_key("acme", "2024-01-02T030405Z", 1, 2, "json"), META)
+    looks = [r for r in caplog.records if "could not look for unfinished" in r.getMessage()]
+    assert len(looks) == 1  # at open only
 
 
 # --------------------------------------------------------------------------- faults
@@ -578,6 +862,9 @@ def test_secret_key_never_reaches_errors_or_logs(
         ({"bucket": "bkt", "connect_timeout": 0}, "connect_timeout", "more than 0"),
         ({"bucket": "bkt", "read_timeout": "60"}, "read_timeout", "expected a number"),
         ({"bucket": "bkt", "endpoint_url": "ftp://x"}, "endpoint_url", "http(s)://"),
+        ({"bucket": "bkt", "abandoned_upload_age": "0.5s"}, "abandoned_upload_age", "at least 1"),
+        ({"bucket": "bkt", "abandoned_upload_age": "soon"}, "abandoned_upload_age", "duration"),
+        ({"bucket": "bkt", "abandoned_upload_age": True}, "abandoned_upload_age", "duration"),
     ],
 )
 def test_bad_options_are_located(table: dict[str, Any], where: str, message: str) -> None:
@@ -605,7 +892,17 @@ def test_defaults_and_shared_section() -> None:
         {"bucket": "logs", "prefix": "acme"},
         path=PATH,
         file=FILE,
-        defaults=[("s3", {"region": "eu-west-1", "part_size": 16 * MiB, "sse": "AES256"})],
+        defaults=[
+            (
+                "s3",
+                {
+                    "region": "eu-west-1",
+                    "part_size": 16 * MiB,
+                    "sse": "AES256",
+                    "abandoned_upload_age": "2h",
+                },
+            )
+        ],
     )
     sink = S3Sink.from_options(options)
     settings = sink.settings
@@ -613,6 +910,7 @@ def test_defaults_and_shared_section() -> None:
     assert (settings.part_size, settings.sse, settings.kms_key_id) == (16 * MiB, "AES256", None)
     assert (settings.max_attempts, settings.retry_mode) == (8, "standard")
     assert (settings.connect_timeout, settings.read_timeout) == (10.0, 60.0)
+    assert settings.abandoned_upload_age == 7200.0
     assert settings.part_size != DEFAULT_PART_SIZE == 8 * MiB
     config = sink.client.meta.config
     assert config.retries == {"mode": "standard", "total_max_attempts": 8}

@@ -6,6 +6,10 @@ same content type, encoding, user metadata and server-side encryption.
 
 All or nothing: a committed object is complete; an aborted or failed one leaves no
 object and no open multipart upload behind (an open upload is invisible but billed).
+A request S3 carried out but whose reply was lost can still start an upload the sink
+never hears of (botocore's retry of CreateMultipartUpload starts another), so after every
+object the sink also aborts whatever is still open for its key, and now and then it
+sweeps old unfinished uploads of its own key shape (``abandoned_upload_age``).
 """
 
 from __future__ import annotations
@@ -15,18 +19,23 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from siem_plugins import __version__, hookimpl
+from siem_plugins.config import parse_duration
+from siem_plugins.keys import parse_object_key
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkSpec
 from siem_plugins.options import Options, Secret
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,11 @@ DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_MAX_ATTEMPTS = 8
 SSE_CHOICES = ("AES256", "aws:kms")
 RETRY_MODES = ("standard", "adaptive")
+DEFAULT_ABANDONED_UPLOAD_AGE = 3600.0
+
+#: Failures that mean S3 could not be reached at all: looking for leftovers would only
+#: fail the same way, after another round of retries (the sweep looks later).
+UNREACHABLE_CODES = frozenset({"EndpointConnection", "ConnectTimeout"})
 
 #: S3 error codes retrying cannot fix: the configuration or the account must change.
 PERMANENT_CODES = frozenset(
@@ -178,6 +192,7 @@ class S3Settings:
     retry_mode: str = "standard"
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    abandoned_upload_age: float = DEFAULT_ABANDONED_UPLOAD_AGE
 
     @classmethod
     def from_options(cls, options: Options) -> S3Settings:
@@ -240,6 +255,11 @@ class S3Settings:
             if value <= 0:
                 raise options.error(key, f"must be more than 0 seconds, got {value}")
             timeouts[key] = value
+        abandoned_upload_age = DEFAULT_ABANDONED_UPLOAD_AGE
+        if "abandoned_upload_age" in options:
+            abandoned_upload_age = parse_duration(
+                options.raw("abandoned_upload_age"), options, "abandoned_upload_age"
+            )
 
         return cls(
             bucket=bucket,
@@ -255,6 +275,7 @@ class S3Settings:
             part_size=part_size,
             max_attempts=max_attempts,
             retry_mode=retry_mode,
+            abandoned_upload_age=abandoned_upload_age,
             **timeouts,
         )
 
@@ -338,6 +359,11 @@ class S3Sink:
         self.settings = settings
         self.client: S3Client = client if client is not None else make_client(settings)
         self._list_uploads = True  # until the policy turns out not to allow it
+        self._sweep_lock = threading.Lock()
+        # Per account folder: the extensions this sink has written there, and when
+        # (time.monotonic) it last swept the folder.
+        self._extensions: dict[str, set[str]] = {}
+        self._swept: dict[str, float] = {}
 
     @classmethod
     def from_options(cls, options: Options) -> S3Sink:
@@ -373,57 +399,138 @@ class S3Sink:
     def open(self, key: str, meta: ObjectMeta) -> ObjectWriter:
         if not key or key.startswith("/") or _CONTROL.search(key):
             raise ValueError(f"invalid object key {key!r}")
+        shape = parse_object_key(key)
+        if shape is not None:
+            with self._sweep_lock:
+                self._extensions.setdefault(shape[0], set()).add(shape[1])
         self.abort_stale_uploads(key)
-        return S3ObjectWriter(self, key, meta)
+        try:
+            return S3ObjectWriter(self, key, meta)
+        except SinkError as exc:
+            # Attempts whose replies were lost may each have started an upload.
+            self._object_done(key, exc)
+            raise
 
-    def abort_stale_uploads(self, key: str) -> int:
-        """Abort unfinished multipart uploads of ``key`` left by an earlier run.
+    def abort_stale_uploads(self, key: str, *, why: str = "left by an earlier run") -> int:
+        """Abort every unfinished multipart upload of exactly ``key``; returns how many.
 
-        A killed process cannot abort its upload, and the retry after a restart writes
-        the same key, so this is where such leftovers can be found safely: one writer
-        per key is the contract, so any upload still open for it is abandoned. Best
-        effort: without ``s3:ListBucketMultipartUploads`` it logs once and stops trying.
-        Returns how many uploads were aborted.
+        One writer per key is the contract, so whenever this sink is not writing ``key``,
+        any upload still open for it is abandoned: at :meth:`open`, one a killed process
+        could not abort; after an object is committed or has failed, one a retried
+        ``CreateMultipartUpload`` started when the reply to an earlier attempt was lost.
+        ``why`` goes into the log line. Best effort: without
+        ``s3:ListBucketMultipartUploads`` it logs once and stops trying.
         """
-        if not self._list_uploads:
-            return 0
         object_key = self.prefix + key
         location = self.location(key)
-        secret = self._secret()
+        uploads = self._open_uploads(object_key, location)
+        aborted = sum(
+            self._abort(upload["Key"], upload["UploadId"], location)
+            for upload in uploads
+            if upload.get("Key") == object_key  # not a longer key that merely starts with it
+        )
+        if aborted:
+            log.info("%s: aborted %d unfinished multipart upload(s) %s", location, aborted, why)
+        return aborted
+
+    def sweep_abandoned_uploads(self, account: str) -> int:
+        """Abort this sink's old unfinished uploads in ``account``'s folder; returns how many.
+
+        Only uploads whose key has the shipper's shape (:func:`siem_plugins.keys.object_key`)
+        with an extension this sink has written there, and that were initiated more than
+        ``abandoned_upload_age`` ago: another integration's format under the same prefix,
+        foreign keys and uploads that may still be in progress are left alone. This finds
+        what the clean-up after each object could not: uploads of killed runs whose key is
+        never written again, and leftovers of a look that failed.
+        """
+        with self._sweep_lock:
+            extensions = set(self._extensions.get(account, ()))
+        folder = f"{self.prefix}{account}/"
+        age = self.settings.abandoned_upload_age
+        cutoff = datetime.now(UTC) - timedelta(seconds=age)
+        aborted = 0
+        for upload in self._open_uploads(folder, f"s3://{self.bucket}/{folder}"):
+            full_key = upload.get("Key", "")
+            initiated = upload.get("Initiated")
+            # Listed by the folder's prefix, so a key of the shape is in this account.
+            shape = parse_object_key(full_key[len(self.prefix) :])
+            if shape is None or shape[1] not in extensions:
+                continue
+            if initiated is None or initiated > cutoff:
+                continue  # may still be in progress (another host of a fleet, a slow upload)
+            location = f"s3://{self.bucket}/{full_key}"
+            if self._abort(full_key, upload["UploadId"], location):
+                aborted += 1
+                log.warning(
+                    "%s: aborted an unfinished multipart upload initiated %s, more than "
+                    "abandoned_upload_age = %s ago: left by a failed or killed run",
+                    location,
+                    initiated.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    _duration(age),
+                )
+        return aborted
+
+    def _object_done(self, key: str, error: SinkError | None = None) -> None:
+        """After an object was committed or has failed: abort what is left open for its
+        key and, at most once per ``abandoned_upload_age``, sweep its account folder."""
+        if error is not None and error.code in UNREACHABLE_CODES:
+            return
+        self.abort_stale_uploads(key, why="left by failed requests")
+        shape = parse_object_key(key)
+        if shape is None:
+            return
+        account = shape[0]
+        now = time.monotonic()
+        with self._sweep_lock:
+            last = self._swept.get(account)
+            if last is not None and now - last < self.settings.abandoned_upload_age:
+                return
+            # Marked before the sweep: a failing one is not retried for every object.
+            self._swept[account] = now
+        self.sweep_abandoned_uploads(account)
+
+    def _open_uploads(self, prefix: str, location: str) -> list[MultipartUploadTypeDef]:
+        """Every unfinished upload whose key starts with ``prefix`` (all pages); empty if
+        they cannot be listed (see :meth:`abort_stale_uploads`)."""
+        if not self._list_uploads:
+            return []
+        uploads: list[MultipartUploadTypeDef] = []
         try:
-            listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=object_key)
-        except Exception as exc:  # best effort: see the docstring
+            pages = self.client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                uploads.extend(page.get("Uploads", []))
+        except Exception as exc:  # best effort: see abort_stale_uploads
             error = to_sink_error(
-                exc, location, secret=secret, doing="could not look for unfinished uploads"
+                exc, location, secret=self._secret(), doing="could not look for unfinished uploads"
             )
             if error.code == "AccessDenied":
                 self._list_uploads = False
                 log.warning(
-                    "%s; unfinished uploads of killed runs will be left to a bucket lifecycle rule",
+                    "%s; unfinished uploads of killed runs and failed requests will be left "
+                    "to a bucket lifecycle rule",
                     error,
                 )
             else:
                 log.debug("%s", error)
-            return 0
-        aborted = 0
-        for upload in listing.get("Uploads", []):
-            if upload.get("Key") != object_key:
-                continue  # a longer key that merely starts with this one
-            try:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=object_key, UploadId=upload["UploadId"]
-                )
-            except Exception as exc:  # best effort: see the docstring
-                log.warning(
-                    "%s",
-                    to_sink_error(
-                        exc, location, secret=secret, doing="could not abort an unfinished upload"
-                    ),
-                )
-            else:
-                aborted += 1
-                log.info("%s: aborted an unfinished upload left by an earlier run", location)
-        return aborted
+            return []
+        return uploads
+
+    def _abort(self, full_key: str, upload_id: str, location: str) -> bool:
+        """Abort one upload; a failure is logged, not raised."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+        except Exception as exc:  # best effort: see abort_stale_uploads
+            log.warning(
+                "%s",
+                to_sink_error(
+                    exc,
+                    location,
+                    secret=self._secret(),
+                    doing="could not abort an unfinished upload",
+                ),
+            )
+            return False
+        return True
 
     def probe(self) -> None:
         """Put a tiny object and delete it again.
@@ -467,6 +574,14 @@ class S3Sink:
         return f"S3Sink({self.describe()!r})"
 
 
+def _duration(seconds: float) -> str:
+    """``3600`` as ``1h``, ``90`` as ``90s``: as a config file would say it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 class S3ObjectWriter(ObjectWriter):
     """One object being streamed to S3 through smart_open's multipart writer."""
 
@@ -479,6 +594,8 @@ class S3ObjectWriter(ObjectWriter):
         self.object_key = sink.prefix + key
         self.location = sink.location(key)
         self.size = 0
+        self._sink = sink
+        self._done = False  # the clean-up after the object ran (see _finish)
         self._client = sink.client
         self._secret = sink._secret()
         self._lock = threading.Lock()
@@ -599,6 +716,7 @@ class S3ObjectWriter(ObjectWriter):
                 if self._state == "failed":
                     self._stop_uploader()
                     self._abort_upload()
+                    self._finish()
                 raise SinkError(
                     f"{self.location}: cannot commit: the object was {self._state}",
                     location=self.location,
@@ -618,12 +736,15 @@ class S3ObjectWriter(ObjectWriter):
                 # CompleteMultipartUpload fails inside close().
                 self._abort_upload()
                 if isinstance(exc, Exception):
-                    raise to_sink_error(
+                    error = to_sink_error(
                         exc, self.location, secret=self._secret, doing="commit failed"
-                    ) from exc
+                    )
+                    self._finish(error)
+                    raise error from exc
                 raise
             self._state = "committed"
             self._stop_uploader()
+            self._finish()
         log.debug("%s: committed %d bytes", self.location, self.size)
         return ObjectReceipt(key=self.key, location=self.location, size=self.size, meta=self.meta)
 
@@ -636,7 +757,20 @@ class S3ObjectWriter(ObjectWriter):
             self._state = "aborted"
             self._stop_uploader()
             self._abort_upload()
+            self._finish()
         log.debug("%s: aborted", self.location)
+
+    def _finish(self, error: SinkError | None = None) -> None:
+        """Once per object, when it is committed or given up: the sink aborts what is
+        left open for the key (uploads started by attempts whose replies were lost).
+        Never raises: it may run while another error is being handled."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._sink._object_done(self.key, error)
+        except Exception:  # best effort: the object's own outcome must not be masked
+            log.debug("%s: clean-up after the object failed", self.location, exc_info=True)
 
     def _abort_upload(self) -> None:
         """Abort the multipart upload by the id kept at open, logging any failure."""
@@ -665,7 +799,10 @@ class S3ObjectWriter(ObjectWriter):
 
     def __del__(self) -> None:
         # A writer dropped without commit() or abort() must not publish on collection.
+        # No listing from a finalizer (the interpreter may be shutting down): the sweep
+        # finds what is left.
         if getattr(self, "_state", None) in ("open", "failed"):
+            self._done = True
             # The interpreter may be shutting down: nothing useful to do with an error.
             with contextlib.suppress(Exception):
                 self.abort()

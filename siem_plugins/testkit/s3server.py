@@ -2,8 +2,15 @@
 
 Tests talk to it over a real socket on 127.0.0.1, so the whole client stack (boto3,
 botocore retries, smart_open) runs exactly as in production. A WSGI middleware in front
-of moto can fail, or drop the connection of, chosen requests, and it records every
-request so a test can assert that retries really happened.
+of moto can fail, or drop the connection of, chosen requests, before moto sees them or
+after moto carried them out (the server acted, the client never learns it did), and it
+records every request so a test can assert that retries really happened.
+
+Where moto departs from S3 in ways a sink's clean-up depends on, the middleware makes it
+answer as S3 does: ``ListMultipartUploads`` reports when each upload was really initiated
+(moto reports a fixed date in 2010), sorted by key and then by initiation time, and honours
+``max-uploads`` with ``key-marker`` / ``upload-id-marker`` pagination (moto returns one
+page, whatever its size).
 
 Set ``SIEM_TEST_S3_ENDPOINT`` to run the same tests against an external S3-compatible
 endpoint instead (credentials from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` if
@@ -13,14 +20,17 @@ set); fault injection is unavailable there.
 from __future__ import annotations
 
 import contextlib
+import html
 import os
 import random
+import re
 import secrets
 import socket
 import threading
+import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +44,13 @@ REGION = "us-east-1"
 DUMMY_KEY = "testing"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+#: What a fault does: ``error`` answers with an S3 error and moto never sees the request;
+#: ``error-after`` lets moto carry the request out, then answers with the error instead of
+#: moto's reply; ``reset-before`` / ``reset-after`` drop the connection without an answer,
+#: before moto sees the request or after it carried it out.
+FaultAction = Literal["error", "error-after", "reset-before", "reset-after"]
+FAULT_ACTIONS: tuple[FaultAction, ...] = ("error", "error-after", "reset-before", "reset-after")
 
 
 def external_endpoint() -> str | None:
@@ -108,13 +125,13 @@ class Request:
     path: str
     query: str
     headers: dict[str, str]  # lower-case names
-    fault: str | None  # what was injected, if anything
+    fault: str | None  # what was injected, if anything (a FaultAction)
 
 
 @dataclass
 class _Rule:
     remaining: int
-    action: Literal["error", "reset-before", "reset-after"]
+    action: FaultAction
     status: int
     code: str
     message: str
@@ -139,7 +156,8 @@ class _Random:
     rng: random.Random
     status: int
     code: str
-    op: str | None
+    ops: frozenset[str] | None
+    actions: tuple[FaultAction, ...]
 
 
 @dataclass
@@ -149,12 +167,19 @@ class Faults:
     Rules are consulted in the order they were added; each matching request uses up
     one of a rule's ``n`` turns. ``op`` is an S3 operation name as :func:`s3_operation`
     reports it (``UploadPart``, ``CompleteMultipartUpload``, ``PutObject``, ...).
+
+    Besides faults, two ways the server answers ``ListMultipartUploads`` can be set:
+    :meth:`backdate_upload` (an upload that looks older than it is) and
+    :meth:`upload_listing_page_size` (listings split into pages).
     """
 
     _rules: list[_Rule] = field(default_factory=list)
     _random: _Random | None = None
     _requests: list[Request] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Server state rather than programming: kept by reset(), like moto's own uploads.
+    _initiated: dict[str, float] = field(default_factory=dict)
+    _page_size: int | None = None
 
     def fail_next(
         self,
@@ -167,13 +192,20 @@ class Faults:
         method: str | None = None,
         query_contains: str | None = None,
         path_contains: str | None = None,
+        after: bool = False,
     ) -> None:
-        """Answer the next ``n`` matching requests with an S3 error (moto never sees them)."""
+        """Answer the next ``n`` matching requests with an S3 error.
+
+        By default moto never sees them. With ``after=True`` moto carries each one out
+        first and only its reply is replaced by the error, as when a proxy or a load
+        balancer fails after forwarding: a ``CreateMultipartUpload`` answered this way
+        leaves an upload on the server whose id the client never learns.
+        """
         with self._lock:
             self._rules.append(
                 _Rule(
                     n,
-                    "error",
+                    "error-after" if after else "error",
                     status,
                     code,
                     message or f"injected {code}",
@@ -214,17 +246,51 @@ class Faults:
         *,
         status: int = 503,
         code: str = "SlowDown",
-        op: str | None = None,
+        op: str | Collection[str] | None = None,
+        actions: Sequence[FaultAction] = ("error",),
     ) -> None:
-        """Fail each matching request with probability ``p`` (reproducible via ``seed``)."""
+        """Fail each matching request with probability ``p`` (reproducible via ``seed``).
+
+        ``op`` limits the faults to one operation or a collection of them (default: every
+        request). ``actions`` are the kinds of fault to inject (see :data:`FaultAction`);
+        with more than one, each fault picks one at random from the same seeded generator,
+        e.g. ``actions=("error-after", "reset-after")`` for failures after moto acted.
+        ``status`` and ``code`` are the error the ``error`` kinds answer with. Programmed
+        rules (:meth:`fail_next`, :meth:`reset_connection_next`) take precedence.
+        """
+        chosen = tuple(actions)
+        unknown = [a for a in chosen if a not in FAULT_ACTIONS]
+        if not chosen or unknown:
+            raise ValueError(f"actions must be some of {FAULT_ACTIONS}, got {chosen!r}")
+        ops = None if op is None else frozenset([op] if isinstance(op, str) else op)
         with self._lock:
-            self._random = _Random(p, random.Random(seed), status, code, op) if p > 0 else None
+            self._random = (
+                _Random(p, random.Random(seed), status, code, ops, chosen) if p > 0 else None
+            )
+
+    def backdate_upload(self, upload_id: str, seconds: float) -> None:
+        """Make ``ListMultipartUploads`` report the upload as initiated ``seconds`` earlier
+        than it was (to test clean-up of old uploads without waiting for them to age)."""
+        with self._lock:
+            if upload_id not in self._initiated:
+                raise KeyError(f"no multipart upload {upload_id!r} was created on this server")
+            self._initiated[upload_id] -= seconds
+
+    def upload_listing_page_size(self, n: int | None) -> None:
+        """Answer ``ListMultipartUploads`` in pages of at most ``n`` uploads (``None``:
+        S3's 1000), as S3 does for a bucket with many open uploads, so a client that
+        does not follow ``NextKeyMarker`` / ``NextUploadIdMarker`` misses some."""
+        if n is not None and n < 1:
+            raise ValueError(f"page size must be at least 1, got {n}")
+        with self._lock:
+            self._page_size = n
 
     def reset(self) -> None:
-        """Forget all rules and recorded requests."""
+        """Forget all rules, the listing page size and recorded requests."""
         with self._lock:
             self._rules.clear()
             self._random = None
+            self._page_size = None
             self._requests.clear()
 
     # ------------------------------------------------------------------ observations
@@ -275,12 +341,12 @@ class Faults:
                 if (
                     chosen is None
                     and rnd is not None
-                    and (rnd.op is None or rnd.op == op)
+                    and (rnd.ops is None or op in rnd.ops)
                     and rnd.rng.random() < rnd.rate
                 ):
                     chosen = _Rule(
                         1,
-                        "error",
+                        rnd.actions[0] if len(rnd.actions) == 1 else rnd.rng.choice(rnd.actions),
                         rnd.status,
                         rnd.code,
                         f"injected {rnd.code}",
@@ -293,6 +359,82 @@ class Faults:
                 Request(method, op, path, query, headers, None if chosen is None else chosen.action)
             )
             return chosen
+
+    def _observe(self, op: str, status: str, query: str, body: bytes) -> bytes:
+        """What moto answered to a request it carried out, made as S3 would answer it."""
+        if not status.startswith("200"):
+            return body
+        if op == "CreateMultipartUpload":
+            found = re.search(rb"<UploadId>([^<]+)</UploadId>", body)
+            if found:
+                with self._lock:
+                    self._initiated[found.group(1).decode()] = time.time()
+            return body
+        if op == "ListMultipartUploads":
+            with self._lock:
+                initiated = dict(self._initiated)
+                page_size = self._page_size
+            return _upload_listing(body, parse_qs(query), initiated, page_size)
+        return body
+
+
+_UPLOAD = re.compile(rb"<Upload>.*?</Upload>", re.S)
+
+
+def _tag(block: bytes, name: bytes) -> str:
+    found = re.search(rb"<" + name + rb">([^<]*)</" + name + rb">", block)
+    return html.unescape(found.group(1).decode()) if found else ""
+
+
+def _upload_listing(
+    body: bytes,
+    query: Mapping[str, list[str]],
+    initiated: Mapping[str, float],
+    page_size: int | None,
+) -> bytes:
+    """moto's ListMultipartUploads reply with true initiation times, in S3's order
+    (key, then initiation), from the markers on, at most ``max-uploads`` (and the
+    configured page size) per page."""
+    blocks = list(_UPLOAD.finditer(body))
+    if not blocks:
+        return body
+    uploads = []
+    for index, found in enumerate(blocks):
+        block = found.group(0)
+        upload_id = _tag(block, b"UploadId")
+        when = initiated.get(upload_id)
+        if when is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+            stamp += f".{int(when * 1000) % 1000:03d}Z"
+            block = re.sub(
+                rb"<Initiated>[^<]*</Initiated>", f"<Initiated>{stamp}</Initiated>".encode(), block
+            )
+        uploads.append((_tag(block, b"Key"), when or 0.0, index, upload_id, block))
+    uploads.sort()
+    # After the markers: the rest of the marker key's uploads (past upload-id-marker;
+    # none without it), then every later key.
+    key_marker = query.get("key-marker", [""])[0]
+    id_marker = query.get("upload-id-marker", [""])[0]
+    if key_marker:
+        same = [u for u in uploads if u[0] == key_marker]
+        ids = [u[3] for u in same]
+        rest = same[ids.index(id_marker) + 1 :] if id_marker in ids else []
+        uploads = rest + [u for u in uploads if u[0] > key_marker]
+    limit = min(int(query.get("max-uploads", ["1000"])[0]), page_size or 1000)
+    page, truncated = uploads[:limit], len(uploads) > limit
+    head = body[: blocks[0].start()]
+    tail = body[blocks[-1].end() :]
+    head = re.sub(
+        rb"<MaxUploads>\d*</MaxUploads>", f"<MaxUploads>{limit}</MaxUploads>".encode(), head
+    )
+    if truncated:
+        last_key, last_id = page[-1][0], page[-1][3]
+        markers = (
+            f"<IsTruncated>true</IsTruncated><NextKeyMarker>{html.escape(last_key)}"
+            f"</NextKeyMarker><NextUploadIdMarker>{html.escape(last_id)}</NextUploadIdMarker>"
+        )
+        head = re.sub(rb"<IsTruncated>[^<]*</IsTruncated>", markers.encode(), head)
+    return head + b"".join(u[4] for u in page) + tail
 
 
 def _error_body(code: str, message: str, path: str) -> bytes:
@@ -336,10 +478,20 @@ class FaultMiddleware:
                 headers[name.replace("_", "-").lower()] = environ[name]
         op = s3_operation(method, path, parse_qs(query, keep_blank_values=True), headers)
         rule = self.faults._decide(method, op, path, query, headers)
-        if rule is None:
+        if rule is None and op not in _OBSERVED:
             return self.app(environ, start_response)
-        if rule.action == "error":
-            _drain(environ)
+        if rule is None or rule.action in ("error-after", "reset-after"):
+            # moto carries the request out; its reply is read (see Faults._observe) and,
+            # when a fault was injected, thrown away.
+            status, reply_headers, body = _call(self.app, environ)
+            body = self.faults._observe(op, status, query, body)
+            if rule is None:
+                reply_headers = [(k, v) for k, v in reply_headers if k.lower() != "content-length"]
+                start_response(status, [*reply_headers, ("Content-Length", str(len(body)))])
+                return [body]
+        if rule.action in ("error", "error-after"):
+            if rule.action == "error":
+                _drain(environ)
             body = b"" if method == "HEAD" else _error_body(rule.code, rule.message, path)
             start_response(
                 f"{rule.status} {_REASONS.get(rule.status, 'Error')}",
@@ -350,19 +502,36 @@ class FaultMiddleware:
                 ],
             )
             return [body]
-        if rule.action == "reset-after":
-            # Let moto finish the operation (and its response) before the line goes dead.
-            result = self.app(environ, lambda *a, **k: None)
-            for _ in result:
-                pass
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        else:
+        if rule.action == "reset-before":
             _drain(environ)
         _drop(environ)
         # werkzeug treats a ConnectionError from the app as a dropped client: no log, no reply.
         raise ConnectionAbortedError(f"siem test fault: dropped {method} {path}")
+
+
+#: Operations whose replies the middleware reads (see Faults._observe).
+_OBSERVED = frozenset({"CreateMultipartUpload", "ListMultipartUploads"})
+
+
+def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run ``app`` to the end: its status, headers and whole body."""
+    reply: dict[str, Any] = {"status": "500 Internal Server Error", "headers": []}
+    chunks: list[bytes] = []
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        reply["status"], reply["headers"] = status, headers
+        return chunks.append
+
+    result = app(environ, start_response)
+    try:
+        chunks.extend(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return reply["status"], list(reply["headers"]), b"".join(chunks)
 
 
 def _drain(environ: dict[str, Any]) -> None:
