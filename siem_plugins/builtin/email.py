@@ -35,7 +35,7 @@ from typing import Any
 from siem_plugins import hookimpl
 from siem_plugins.events import ACCOUNT, DEVICE, Event
 from siem_plugins.kinds import Digest, NotifierSpec
-from siem_plugins.options import Options, Secret
+from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class EmailNotifier:
         # Duplicates would only earn the recipient two copies.
         recipients = list(dict.fromkeys(recipients))
 
-        timeout = options.number("timeout", DEFAULT_TIMEOUT)
+        timeout = options.number("timeout", DEFAULT_TIMEOUT, max=MAX_TIMEOUT_S)
         if timeout <= 0:
             raise options.error("timeout", f"must be more than 0 seconds, got {timeout}")
         verify = options.boolean("verify", True)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from siem_plugins import __version__, hookimpl
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkSpec
-from siem_plugins.options import Options, Secret
+from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -236,7 +236,7 @@ class S3Settings:
         retry_mode = options.string("retry_mode", "standard", choices=RETRY_MODES)
         timeouts = {}
         for key, default in (("connect_timeout", 10.0), ("read_timeout", 60.0)):
-            value = options.number(key, default)
+            value = options.number(key, default, max=MAX_TIMEOUT_S)
             if value <= 0:
                 raise options.error(key, f"must be more than 0 seconds, got {value}")
             timeouts[key] = value
