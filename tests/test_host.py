@@ -209,6 +209,7 @@ def test_a_writable_parent_folder_is_refused_unless_it_is_sticky(tmp_path: Path)
     parent = tmp_path / "shared"
     hooks = parent / "hooks"
     parent.mkdir()
+    parent.chmod(0o755)
     write(hooks, "good.py", GOOD)
     parent.chmod(0o777)  # anyone could rename hooks/ away and put their own in its place
     host = create_host(hooks, entry_points=False, disabled=())
@@ -307,10 +308,12 @@ def test_the_drop_in_folder_is_beside_the_config_never_the_working_directory(
 ) -> None:
     # The working directory holds a hooks/ folder that must never run by itself.
     cwd = tmp_path / "somewhere"
-    cwd.mkdir()
+    cwd.mkdir(mode=0o755)
+    cwd.chmod(0o755)  # whatever the umask: a group-writable parent would be refused
     stray = write(cwd / "hooks", "stray.py", MARKER_PLUGIN).with_suffix(".ran")
     conf = tmp_path / "etc"
     conf.mkdir()
+    conf.chmod(0o755)
     write(conf / "hooks", "good.py", GOOD)
     (conf / "siem.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
 
