@@ -350,10 +350,14 @@ class Bench:
         self.hook_calls: dict[int, int] = {}
         self.plugins_empty = work / "plugins-none"
         self.plugins_observers = work / "plugins-observers"
-        self.plugins_empty.mkdir()
-        self.plugins_observers.mkdir()
+        # Explicit modes: the plugin host refuses group-writable drop-ins (umask 002).
+        for folder in (self.plugins_empty, self.plugins_observers):
+            folder.mkdir()
+            folder.chmod(0o755)
         for i in range(3):
-            (self.plugins_observers / f"bench_observer_{i}.py").write_text(OBSERVER)
+            path = self.plugins_observers / f"bench_observer_{i}.py"
+            path.write_text(OBSERVER)
+            path.chmod(0o644)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -31,6 +31,8 @@ from urllib.parse import urlencode, urlsplit
 from siem_plugins import ObjectMeta, ObjectReceipt, ObjectWriter, Options, SinkSpec, hookimpl
 
 MiB = 1024 * 1024
+#: Each request is built in memory: a larger one is a typo, not a tuning choice.
+MAX_REQUEST_BYTES = 256 * MiB
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -74,8 +76,10 @@ class HECSink:
                 options.string("token", required=True),  # a Secret: never shown in logs
                 sourcetype=options.string("sourcetype", "_json"),
                 index=options.string("index"),
-                max_request_bytes=options.integer("max_request_bytes", MiB, min=1024),
-                timeout=options.number("timeout", 30.0, min=0.1),
+                max_request_bytes=options.integer(
+                    "max_request_bytes", MiB, min=1024, max=MAX_REQUEST_BYTES
+                ),
+                timeout=options.number("timeout", 30.0, min=0.1, max=600),
             )
         except ValueError as exc:
             raise options.error("url", str(exc)) from None

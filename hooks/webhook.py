@@ -97,7 +97,7 @@ class WebhookNotifier:
             if not isinstance(value, str) or _BAD_VALUE.search(value):
                 raise options.error("headers", f"{name}: expected a one-line string")
             headers[name] = value
-        timeout = options.number("timeout", DEFAULT_TIMEOUT, min=0.1)
+        timeout = options.number("timeout", DEFAULT_TIMEOUT, min=0.1, max=600)
         max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0, max=10_000)
         try:
             return cls(

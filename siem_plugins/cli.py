@@ -7,7 +7,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import site
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,14 +25,40 @@ from siem_plugins.options import ConfigError
 log = logging.getLogger("siem_plugins.cli")
 
 EPILOG = """\
+documentation: {docs}
+  (configuration.md is the reference of siem.toml; plugins.md, deployment.md, ...).
 configuration: siem.toml in the current folder, or -c FILE, or $SIEM_CONFIG.
-  Reference: docs/configuration.md. Secrets come from the environment:
-  password = "${SMTP_PASSWORD}".
+  Secrets come from the environment: password = "${{SMTP_PASSWORD}}".
 plugins: built-ins, installed packages (entry point group siem_plugins), then *.py files in
-  the plugins folder (hooks/ by default). SIEM_DISABLED_PLUGINS=a,b skips plugins before import;
-  SIEM_TRACE_PLUGINS=1 logs every hook call.
+  the drop-in folder: --plugins-dir, else plugins_dir of the config, else hooks/ beside the
+  config file (none without a config file). Files and folders writable by group or others
+  are refused. SIEM_DISABLED_PLUGINS=a,b skips plugins before import; SIEM_TRACE_PLUGINS=1
+  logs every hook call.
 exit status: 0 ok; 1 a sync, check or ingest failed; 2 bad usage or configuration.
 """
+
+#: Where the user guide is installed (``[options.data_files]`` of setup.cfg), under the
+#: installation prefix.
+DOCS_SUBDIR = Path("share", "doc", "siem-plugins")
+
+
+def docs_folder() -> Path | None:
+    """The user guide's folder: installed with the package (``sys.prefix``, or the user
+    base of a ``pip install --user``), else the checkout's ``docs/`` (editable install)."""
+    candidates = [
+        Path(sys.prefix) / DOCS_SUBDIR,
+        Path(site.getuserbase()) / DOCS_SUBDIR,
+        Path(__file__).resolve().parent.parent / "docs",
+    ]
+    return next((c for c in candidates if (c / "configuration.md").is_file()), None)
+
+
+def _docs(page: str = "") -> str:
+    """Where the user guide (or one ``page`` of it) is, for messages."""
+    folder = docs_folder()
+    if folder is None:
+        return f"docs/{page} of the siem-plugins source"
+    return str(folder / page) if page else f"{folder}{os.sep}"
 
 
 class UsageError(Exception):
@@ -46,7 +74,7 @@ def _config(args: argparse.Namespace, *, required: bool = True) -> Config | None
         return None
     if not path.exists() and not args.config:
         raise ConfigError(
-            f"no config file ({path}); write one (docs/configuration.md) or pass "
+            f"no config file ({path}); write one ({_docs('configuration.md')}) or pass "
             "-c FILE; `siem-plugins demo` shows a sync without one"
         )
     cfg = load_config(path)
@@ -54,13 +82,23 @@ def _config(args: argparse.Namespace, *, required: bool = True) -> Config | None
     return cfg
 
 
+def _plugins_dir(args: argparse.Namespace, cfg: Config | None) -> Path | None:
+    """The drop-in folder: ``--plugins-dir``, else the config's (``plugins_dir``, else
+    ``hooks/`` beside the config file). Never the working directory by itself: plugins
+    are code, and a shipper started from another folder must not run what is there."""
+    if args.plugins_dir:
+        given = Path(args.plugins_dir)
+        if not given.is_dir():
+            log.warning("--plugins-dir %s is not a folder: no drop-in plugins loaded", given)
+        return given
+    folder = cfg.drop_in_folder() if cfg is not None else None
+    if folder is None:
+        log.debug("no config file and no --plugins-dir: no drop-in plugins loaded")
+    return folder
+
+
 def _host(args: argparse.Namespace, cfg: Config | None) -> PluginHost:
-    plugins_dir = (
-        Path(args.plugins_dir)
-        if args.plugins_dir
-        else (cfg.plugins_dir if cfg and cfg.plugins_dir else Path("hooks"))
-    )
-    return create_host(plugins_dir)
+    return create_host(_plugins_dir(args, cfg))
 
 
 @contextlib.contextmanager
@@ -345,7 +383,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cfg = _config(args)
     assert cfg is not None
     level = "DEBUG" if args.verbose else "INFO"
-    return run_worker(Path(cfg.file), concurrency=args.concurrency, pool=args.pool, loglevel=level)
+    plugins_dir = Path(args.plugins_dir).absolute() if args.plugins_dir else None
+    return run_worker(
+        Path(cfg.file),
+        concurrency=args.concurrency,
+        pool=args.pool,
+        loglevel=level,
+        plugins_dir=plugins_dir,
+    )
 
 
 def cmd_store(args: argparse.Namespace) -> int:
@@ -484,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="siem-plugins",
         description="Ship MetaDefender IT Access device and account events to S3 (JSON or "
         "SYSLOG) every 5 minutes, and email admins about the event types they chose.",
-        epilog=EPILOG,
+        epilog=EPILOG.format(docs=_docs()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"siem-plugins {__version__}")
@@ -495,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--plugins-dir",
         metavar="DIR",
-        help="drop-in plugin folder (default: plugins_dir from the config, else ./hooks)",
+        help="drop-in plugin folder (default: plugins_dir from the config, else hooks/ "
+        "beside the config file)",
     )
     common.add_argument(
         "-v",

@@ -12,10 +12,11 @@ errors.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,26 @@ from typing import Any
 from siem_plugins.compress import COMPRESSIONS
 from siem_plugins.events import KNOWN_LOG_TYPES
 from siem_plugins.keys import InvalidAccount, check_account
-from siem_plugins.options import ConfigError, Options, Secret, is_secret_key
+from siem_plugins.options import (
+    ConfigError,
+    EnvSecret,
+    FromEnv,
+    Options,
+    ParentTable,
+    Secret,
+    closest,
+    is_secret_key,
+)
 
 DEFAULT_INTERVAL_S = 300.0
+#: A sync at least once a day: a longer interval is a typo (``"5h"`` meant ``"5m"``?).
+MAX_INTERVAL_S = 86_400.0
 DEFAULT_MAX_EVENTS = 100_000
+MAX_MAX_EVENTS = 100_000_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: 10,000 parts of the S3 sink's default 8 MiB part size hold ~78 GiB: an uncompressed
+#: object of this size still fits in one multipart upload.
+MAX_MAX_BYTES = 64 * 1024**3
 DEFAULT_BATCH = 5000
 REDACTED = "***"
 
@@ -67,17 +83,28 @@ class IntegrationConfig:
     notify_events: frozenset[str]
     notifier_name: str
     notify_table: Mapping[str, Any]
+    #: The keys of the ``[[integration]]`` table itself (for the "move it above" hint).
+    keys: frozenset[str] = frozenset()
 
     @property
     def path(self) -> str:
         return f"integration[{self.index}]"
 
+    def parent(self, part: str) -> ParentTable:
+        """The integration as the enclosing table of its ``part`` (``"sink"``, ...)."""
+        return ParentTable("a key of [[integration]]", f"[integration.{part}]", self.keys)
+
 
 @dataclass
 class Config:
+    """A loaded config: the top-level settings, the integrations, the data as loaded."""
+
     file: str
     interval: float = DEFAULT_INTERVAL_S
+    #: ``plugins_dir`` as configured (relative to the config file's folder), or None.
     plugins_dir: Path | None = None
+    #: The folder of the config file; None for a config that is not a file (the demo's).
+    base: Path | None = None
     max_workers: int = 4
     store_name: str = "store"
     store_options: Options = field(default_factory=Options)
@@ -86,6 +113,13 @@ class Config:
     data: Mapping[str, Any] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
 
+    def drop_in_folder(self) -> Path | None:
+        """The drop-in plugin folder: ``plugins_dir``, else ``hooks/`` beside the config
+        file; None when neither is known (never the working directory by itself)."""
+        if self.plugins_dir is not None:
+            return self.plugins_dir
+        return self.base / "hooks" if self.base is not None else None
+
     def redacted(self) -> dict[str, Any]:
         """The config as loaded (after ``${ENV}``), with every secret replaced by ``***``."""
         out: dict[str, Any] = redact(self.data)
@@ -93,10 +127,12 @@ class Config:
 
     def check_sections(self, known: set[str]) -> None:
         """Reject top-level tables that no loaded plugin declares (typos like ``[smpt]``)."""
+        sections = known | {"store", "celery", "integration"}
         for key in sorted(set(self.data) - _TOP_KEYS - known):
+            near = closest(key, sections)
             raise ConfigError(
-                f"unknown section [{key}]; known sections: "
-                f"{', '.join(sorted(known | {'store', 'celery', 'integration'}))}",
+                f"unknown section [{key}]; known sections: {', '.join(sorted(sections))}"
+                + (f" (did you mean [{near}]?)" if near else ""),
                 file=self.file,
                 path=key,
             )
@@ -110,11 +146,13 @@ class Config:
 
 
 def redact(value: Any, key: str = "") -> Any:
+    """``value`` with every value under a secret key (and every :class:`Secret`) as
+    ``***``, whatever its type: ``password = 73914528861`` is a secret too."""
     if isinstance(value, Mapping):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    if isinstance(value, Secret) or (key and is_secret_key(key) and isinstance(value, str)):
+    if isinstance(value, Secret) or (key and is_secret_key(key)):
         return REDACTED
     if isinstance(value, str):
         return redact_url(value)
@@ -133,7 +171,12 @@ def redact_url(text: str) -> str:
 def interpolate(
     value: Any, path: str, file: str, environ: Mapping[str, str], secrets: list[str]
 ) -> Any:
-    """Replace ``${NAME}`` in every string; values under secret keys become :class:`Secret`."""
+    """Replace ``${NAME}`` in every string; values under secret keys become :class:`Secret`.
+
+    A string that used ``${...}`` becomes a :class:`FromEnv` (an :class:`EnvSecret` under
+    a secret key), so the readers of numbers and booleans convert it. The text of every
+    secret value, whatever its type, is added to ``secrets`` (for the log redactor).
+    """
     if isinstance(value, dict):
         return {
             k: interpolate(v, f"{path}.{k}" if path else k, file, environ, secrets)
@@ -141,7 +184,10 @@ def interpolate(
         }
     if isinstance(value, list):
         return [interpolate(v, f"{path}[{i}]", file, environ, secrets) for i, v in enumerate(value)]
+    leaf = path.rsplit(".", 1)[-1]
     if not isinstance(value, str):
+        if is_secret_key(leaf) and not isinstance(value, bool):
+            secrets.append(str(value))
         return value
 
     def sub(match: re.Match[str]) -> str:
@@ -153,45 +199,77 @@ def interpolate(
         raise ConfigError(f"environment variable {name} is not set", file=file, path=path)
 
     out = _ENV_RE.sub(sub, value)
-    leaf = path.rsplit(".", 1)[-1]
+    from_env = _ENV_RE.search(value) is not None
     if is_secret_key(leaf):
         if out:
             secrets.append(out)
-        return Secret(out)
+        return EnvSecret(out, value) if from_env else Secret(out)
     if (m := _URL_PASSWORD_RE.match(out)) and m.group(2):
         # postgresql://user:password@host/db, redis://:password@host: the password is a
         # secret wherever the URL is printed or logged.
         secrets.append(m.group(2))
-    return out
+    return FromEnv(out, value) if from_env else out
 
 
-def parse_duration(value: Any, opts: Options, key: str) -> float:
-    """Seconds from a number or a string such as ``"5m"``, ``"30s"``, ``"1h"``."""
+def parse_duration(
+    value: Any, opts: Options, key: str, *, maximum: float | None = MAX_INTERVAL_S
+) -> float:
+    """Seconds from a number or a string such as ``"5m"``, ``"30s"``, ``"1h"``: finite,
+    at least 1 second, at most ``maximum``."""
+    expected = 'expected a duration such as 300, "30s", "5m" or "1h"'
     if isinstance(value, bool):
-        raise opts.error(key, 'expected a duration such as 300, "30s", "5m" or "1h"')
-    if isinstance(value, int | float):
-        seconds = float(value)
+        raise opts.error(key, f"{expected}, got a boolean")
+    if isinstance(value, int):
+        # Clamped: an integer literal can be beyond any float, and is out of range anyway.
+        seconds = float(max(-(10**18), min(value, 10**18)))
+    elif isinstance(value, float):
+        seconds = value
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
     else:
-        raise opts.error(
-            key, f'expected a duration such as 300, "30s", "5m" or "1h", got {value!r}'
-        )
+        raise opts.error(key, f"{expected}, got {opts.got(key, value)}")
+    # nan compares false with every bound, and inf would never come round: both rejected.
+    if not math.isfinite(seconds):
+        raise opts.error(key, f"must be a finite duration, got {opts.got(key, value)}")
     if seconds < 1:
-        raise opts.error(key, f"must be at least 1 second, got {value!r}")
+        raise opts.error(key, f"must be at least 1 second, got {opts.got(key, value)}")
+    if maximum is not None and seconds > maximum:
+        raise opts.error(key, f"must be at most {_seconds(maximum)}, got {opts.got(key, value)}")
     return seconds
 
 
-def parse_size(value: Any, opts: Options, key: str) -> int:
+def _seconds(limit: float) -> str:
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if limit >= size and limit % size == 0:
+            n = int(limit // size)
+            return f"{n} {unit}{'s' if n > 1 else ''} ({limit:g} seconds)"
+    return f"{limit:g} seconds"
+
+
+def parse_size(value: Any, opts: Options, key: str, *, maximum: int | None = None) -> int:
+    """Bytes from an integer or a string such as ``"64 MiB"``: at least 1 KiB, at most
+    ``maximum``."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
         size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
     else:
-        raise opts.error(key, f'expected a size such as 67108864 or "64 MiB", got {value!r}')
+        raise opts.error(
+            key, f'expected a size such as 67108864 or "64 MiB", got {opts.got(key, value)}'
+        )
     if size < 1024:
-        raise opts.error(key, f"must be at least 1 KiB, got {value!r}")
+        raise opts.error(key, f"must be at least 1 KiB, got {opts.got(key, value)}")
+    if maximum is not None and size > maximum:
+        raise opts.error(key, f"must be at most {_bytes(maximum)}, got {opts.got(key, value)}")
     return size
+
+
+def _bytes(size: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        scale = _SIZE_UNITS[unit.lower()]
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
 
 
 def default_config_path() -> Path:
@@ -224,7 +302,7 @@ def config_from_dict(
     secrets: list[str] = []
     data = interpolate(dict(raw), "", file, os.environ if environ is None else environ, secrets)
     top = Options(data, file=file, ignore=())
-    cfg = Config(file=file, data=data, secrets=secrets)
+    cfg = Config(file=file, data=data, secrets=secrets, base=base)
 
     if "interval" in top:
         cfg.interval = parse_duration(top.raw("interval"), top, "interval")
@@ -238,16 +316,24 @@ def config_from_dict(
     store_opts = Options(store, path="store", file=file, ignore=("type", "log_types"))
     cfg.store_name = store_opts.string("type", "store")
     cfg.log_types = frozenset(store_opts.strings("log_types", []) or [])
-    cfg.store_options = Options(store, path="store", file=file, ignore=("type", "log_types"))
+    cfg.store_options = Options(
+        store,
+        path="store",
+        file=file,
+        ignore=("type", "log_types"),
+        parent=ParentTable("a top-level key", "[store]", frozenset(_TOP_KEYS)),
+    )
 
     # Other top-level tables are shared sections of plugins (``[smtp]``, ``[s3]``, a
     # third party's); they are checked against the loaded plugins in Config.check_sections.
     for key in sorted(set(data) - _TOP_KEYS):
         if not isinstance(data[key], Mapping):
+            near = closest(key, _TOP_KEYS)
             raise top.error(
                 key,
                 f"unknown setting {key!r} (top-level settings: "
-                f"{', '.join(sorted(_TOP_KEYS))}, and plugin sections such as [smtp])",
+                f"{', '.join(sorted(_TOP_KEYS))}, and plugin sections such as [smtp])"
+                + (f"; did you mean {near!r}?" if near else ""),
             )
 
     tables = data.get("integration", [])
@@ -290,7 +376,13 @@ def _integration(
     path = f"integration[{i}]"
     if not isinstance(table, Mapping):
         raise ConfigError("expected a table", file=file, path=path)
-    opts = Options(table, path=path, file=file, ignore=("format", "sink", "notify"))
+    opts = Options(
+        table,
+        path=path,
+        file=file,
+        ignore=("format", "sink", "notify"),
+        parent=ParentTable("a top-level key", "[[integration]]", frozenset(_TOP_KEYS)),
+    )
     name = opts.string("name", required=True)
     if not _NAME_RE.match(name):
         raise opts.error(
@@ -304,21 +396,32 @@ def _integration(
     enabled = opts.boolean("enabled", True)
     compression = opts.string("compression", "gzip", choices=COMPRESSIONS)
     level = opts.integer("compression_level", None, min=0, max=3)
-    max_events = opts.integer("max_events", DEFAULT_MAX_EVENTS, min=1)
-    max_bytes = parse_size(opts.raw("max_bytes", DEFAULT_MAX_BYTES), opts, "max_bytes")
+    max_events = opts.integer("max_events", DEFAULT_MAX_EVENTS, min=1, max=MAX_MAX_EVENTS)
+    max_bytes = parse_size(
+        opts.raw("max_bytes", DEFAULT_MAX_BYTES), opts, "max_bytes", maximum=MAX_MAX_BYTES
+    )
     batch_size = opts.integer("batch_size", DEFAULT_BATCH, min=1, max=1_000_000)
 
     if "format" not in table:
-        raise opts.error("format", 'missing required setting ("json" or "syslog")')
+        raise opts.error(
+            "format", _missing(table, "format", 'setting ("json" or "syslog")', opts.used)
+        )
     fmt_name, fmt_table = _component(table["format"], f"{path}.format", file, "format")
     if "sink" not in table:
-        raise opts.error("sink", 'missing required table [integration.sink] (type = "s3" ...)')
+        raise opts.error(
+            "sink", _missing(table, "sink", 'table [integration.sink] (type = "s3" ...)', opts.used)
+        )
     sink_name, sink_table = _component(table["sink"], f"{path}.sink", file, "sink")
     if "notify" not in table:
         raise opts.error(
             "notify",
-            "missing required table [integration.notify]: select at "
-            "least one event type that triggers an email",
+            _missing(
+                table,
+                "notify",
+                "table [integration.notify]",
+                opts.used,
+                ": select at least one event type that triggers an email",
+            ),
         )
     notify_name, notify_table = _component(
         table["notify"], f"{path}.notify", file, "notifier", default_type="email"
@@ -355,4 +458,21 @@ def _integration(
         notify_events=frozenset(events),
         notifier_name=notify_name,
         notify_table=notify_table,
+        keys=opts.used,
     )
+
+
+def _missing(
+    table: Mapping[str, Any], key: str, what: str, known: Iterable[str], detail: str = ""
+) -> str:
+    """The "missing required ..." message for a component key of ``[[integration]]``,
+    naming the key of the table that is probably a misspelling of it
+    (``[integration.notfiy]``); ``known``: the keys already read, not misspellings;
+    ``detail``: said when there is no such key."""
+    message = f"missing required {what}"
+    near = closest(key, set(table) - set(known))
+    if near is None:
+        return message + detail
+    if isinstance(table[near], Mapping):
+        return f"{message}; found [integration.{near}]: did you mean [integration.{key}]?"
+    return f"{message}; found {near!r}: did you mean {key!r}?"

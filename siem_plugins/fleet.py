@@ -65,8 +65,12 @@ def check_fleet_config(cfg: Config) -> None:
     broker_url(cfg)
 
 
-def make_app(config_path: Path) -> Any:
-    """The Celery app for a config file (workers build their runtime lazily, per process)."""
+def make_app(config_path: Path, *, plugins_dir: Path | None = None) -> Any:
+    """The Celery app for a config file (workers build their runtime lazily, per process).
+
+    :param plugins_dir: the drop-in folder (default: the config's, see
+        :meth:`Config.drop_in_folder`), as for every other command.
+    """
     from celery import Celery
 
     cfg = load_config(config_path)
@@ -96,7 +100,7 @@ def make_app(config_path: Path) -> Any:
 
                 fresh = load_config(config_path)
                 REDACTOR.add(fresh.secrets)
-                rt = Runtime(fresh, create_host(fresh.plugins_dir or Path("hooks")))
+                rt = Runtime(fresh, create_host(plugins_dir or fresh.drop_in_folder()))
                 runtime_holder.update(rt=rt, pid=os.getpid())
             return rt
 
@@ -156,8 +160,15 @@ def run_beat(
     return 0
 
 
-def run_worker(config_path: Path, *, concurrency: int, pool: str, loglevel: str) -> int:
-    app = make_app(config_path)
+def run_worker(
+    config_path: Path,
+    *,
+    concurrency: int,
+    pool: str,
+    loglevel: str,
+    plugins_dir: Path | None = None,
+) -> int:
+    app = make_app(config_path, plugins_dir=plugins_dir)
     argv = [
         "worker",
         f"--loglevel={loglevel}",

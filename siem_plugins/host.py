@@ -4,7 +4,14 @@ Load order (documented in docs/plugins.md):
 
 1. built-ins, from the explicit list :data:`siem_plugins.builtin.BUILTINS`;
 2. installed packages, entry-point group ``siem_plugins``;
-3. ``*.py`` files in the drop-in folder (``hooks/`` by default), in name order.
+3. ``*.py`` files in the drop-in folder, in name order. The caller names the folder
+   (the command line resolves it from the config file, never the working directory).
+
+Drop-in files are code run with the shipper's rights, so like ssh with its keys the host
+refuses a folder or file that someone else could have written: owned by another user
+than the process's or root, or writable by group or others (also through a parent
+folder, unless that parent has the sticky bit, as ``/tmp``). Symlinks are followed and
+their targets checked. A refused folder or file is a load failure like any other.
 
 Every plugin goes through :meth:`PluginHost.register`. A plugin that fails to import,
 implements an unknown hook or registers a name already taken is reported (name,
@@ -21,6 +28,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -178,7 +186,21 @@ class PluginHost:
             self.register(plugin, name=ep.name, origin=origin, version=version)
 
     def load_directory(self, folder: Path) -> None:
+        """Import the ``*.py`` files of ``folder`` (not ``_*.py``) that pass the ownership
+        and permission checks; each refused or failing one is a load failure."""
         if not folder.is_dir():
+            log.debug("drop-in folder %s does not exist: no drop-in plugins loaded", folder)
+            return
+        try:
+            unsafe = _unsafe_folder(folder)
+        except OSError as exc:
+            unsafe = f"cannot check it: {exc}"
+        if unsafe is not None:
+            self._fail(
+                f"{folder.name}/*.py",
+                f"folder {folder}",
+                f"refusing to load drop-in plugins from {os.path.abspath(folder)}: {unsafe}",
+            )
             return
         for path in sorted(folder.glob("*.py")):
             if path.name.startswith("_"):
@@ -189,11 +211,20 @@ class PluginHost:
                 log.info("plugin %r (%s) disabled by %s", name, origin, DISABLED_ENV)
                 continue
             try:
-                module = _import_file(path, f"siem_plugins_dropin.{name}")
+                source = _read_checked(path)
+            except _Refused as exc:
+                self._fail(name, origin, f"refusing to load {path}: {exc}")
+                continue
+            except OSError as exc:
+                self._fail(name, origin, f"cannot read: {exc.strerror or exc}")
+                continue
+            try:
+                module = _import_source(path, source, f"siem_plugins_dropin.{name}")
             except (Exception, SystemExit) as exc:
                 self._fail(name, origin, f"import failed: {type(exc).__name__}: {exc}")
                 continue
-            self.register(module, name=name, origin=origin)
+            if self.register(module, name=name, origin=origin):
+                log.info("loaded drop-in plugin %r from %s", name, path)
 
     def finish_loading(self) -> None:
         """Last check, then build the registries (which reports duplicate names)."""
@@ -362,14 +393,104 @@ def create_host(
     return host
 
 
-def _import_file(path: Path, module_name: str) -> ModuleType:
+class _Refused(Exception):
+    """A drop-in file or folder that someone else could have written."""
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def _user(uid: int) -> str:
+    name = _user_name(uid)
+    return f"{name} (uid {uid})" if name != str(uid) else f"uid {uid}"
+
+
+def _trust(path: Path, st: os.stat_result, what: str, *, sticky_ok: bool = False) -> str | None:
+    """Why ``path`` (``what``: "the folder", "its parent folder /x", ...) cannot be
+    trusted, or None: owned by the process's user or root, not writable by group or
+    others (a parent with the sticky bit may be, as /tmp: nobody can rename our entries
+    in it)."""
+    uid = os.geteuid()
+    if st.st_uid not in (uid, 0):
+        return (
+            f"{what} is owned by {_user(st.st_uid)}, not by this process's user "
+            f"({_user(uid)}) or root; run chown {_user_name(uid)} {path}"
+        )
+    if st.st_mode & 0o022 and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+        return (
+            f"{what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run chmod go-w {path}"
+        )
+    return None
+
+
+def _unsafe_parents(*paths: Path) -> str | None:
+    """Why a parent folder of one of ``paths`` cannot be trusted (whoever can write one
+    can replace what is in it), or None."""
+    seen: set[Path] = set()
+    for path in paths:
+        for parent in path.parents:
+            if parent in seen:
+                continue
+            seen.add(parent)
+            problem = _trust(parent, parent.stat(), f"its parent folder {parent}", sticky_ok=True)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _unsafe_folder(folder: Path) -> str | None:
+    """Why the drop-in folder cannot be trusted (itself or its symlink target, the
+    parents of both), or None."""
+    given = Path(os.path.abspath(folder))
+    real = folder.resolve()
+    what = "the folder" if real == given else f"the folder (a link to {real})"
+    return _trust(real, real.stat(), what) or _unsafe_parents(given, real)
+
+
+def _read_checked(path: Path) -> bytes:
+    """The source of a drop-in file, read from the very file that passed the checks.
+
+    Opened (its symlinks resolved, the target's folders checked) and then checked on the
+    open descriptor, so it cannot be swapped in between. Raises :class:`_Refused`."""
+    real = path.resolve()
+    if real.parent != path.parent.resolve():
+        # A link out of the (checked) drop-in folder: the target's folders count too.
+        problem = _unsafe_parents(real)
+        if problem is not None:
+            raise _Refused(problem)
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("not a regular file")
+        what = "the file" if real == Path(os.path.abspath(path)) else f"its target {real}"
+        problem = _trust(real, st, what)
+        if problem is not None:
+            raise _Refused(problem)
+        return f.read()
+
+
+def _import_source(path: Path, source: bytes, module_name: str) -> ModuleType:
+    """A module run from ``source`` (the checked bytes of ``path``).
+
+    Compiled here rather than by the import system, which would also read and write
+    ``__pycache__`` beside the file: a cached ``.pyc`` is not covered by the checks.
+    """
     spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
+    if spec is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    code = compile(source, str(path), "exec", dont_inherit=True)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)  # noqa: S102  (the plugin's own code, checked above)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise

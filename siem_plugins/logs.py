@@ -18,9 +18,12 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self._secrets: set[str] = set()
 
-    def add(self, secrets: Iterable[str]) -> None:
+    def add(self, secrets: Iterable[object]) -> None:
+        """Redact these values from now on; a number is redacted as its text
+        (``password = 73914528861``)."""
+        texts = (_text(s) for s in secrets)
         # Very short values would redact innocent text; config secrets are never that short.
-        self._secrets.update(s for s in secrets if len(s) >= 4)
+        self._secrets.update(t for t in texts if len(t) >= 4)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
@@ -40,6 +43,11 @@ class RedactingFilter(logging.Filter):
         if text is not message:
             record.msg, record.args = text, None
         return True
+
+
+def _text(value: object) -> str:
+    # A Secret's str() is itself (its repr is the masked one); plain str() for the rest.
+    return str.__str__(value) if isinstance(value, str) else str(value)
 
 
 REDACTOR = RedactingFilter()

@@ -42,7 +42,7 @@ from siem_plugins.kinds import (
     Sink,
     Source,
 )
-from siem_plugins.options import ConfigError, Options
+from siem_plugins.options import ConfigError, Options, ParentTable
 from siem_plugins.state import (
     DESTINATIONS,
     NOTIFIER,
@@ -332,10 +332,13 @@ class Runtime:
         table: Mapping[str, Any],
         path: str,
         ignore: tuple[str, ...] = ("type",),
+        parent: ParentTable | None = None,
     ) -> Options:
         section = self.host.section_of(kind, name)
         defaults = [(section, self.config.data.get(section, {}))] if section else []
-        options = Options(table, path=path, file=self.config.file, defaults=defaults, ignore=ignore)
+        options = Options(
+            table, path=path, file=self.config.file, defaults=defaults, ignore=ignore, parent=parent
+        )
         if section:
             # Read after the component is built (the set grows as it reads).
             self._section_options.append((section, options))
@@ -345,10 +348,19 @@ class Runtime:
         host = self.host
         fmt = host.formatter(
             ic.format_name,
-            self._options("formatter", ic.format_name, ic.format_table, f"{ic.path}.format"),
+            self._options(
+                "formatter",
+                ic.format_name,
+                ic.format_table,
+                f"{ic.path}.format",
+                parent=ic.parent("format"),
+            ),
         )
         sink = host.sink(
-            ic.sink_name, self._options("sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink")
+            ic.sink_name,
+            self._options(
+                "sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink", parent=ic.parent("sink")
+            ),
         )
         notifier = host.notifier(
             ic.notifier_name,
@@ -358,6 +370,7 @@ class Runtime:
                 ic.notify_table,
                 f"{ic.path}.notify",
                 ignore=("type", "events"),
+                parent=ic.parent("notify"),
             ),
         )
         return Integration(ic, fmt, sink, notifier)

@@ -79,3 +79,24 @@ def local_objects(root: Path) -> dict[str, bytes]:
                 gzip.decompress(data) if path.suffix == ".gz" else data
             )
     return out
+
+
+def drop_in_folder(dest: Path, *sources: Path, files: dict[str, str] | None = None) -> Path:
+    """``dest`` as a drop-in folder the plugin host accepts whatever the umask (a CI
+    clone made with umask 002 has group-writable files, which the host refuses): mode
+    0755, holding copies of ``sources`` (``*.py`` files, or folders of them) and
+    ``files`` (name -> text), each mode 0644. Missing parent folders are made 0755."""
+    # Every folder made here too: a group-writable parent is refused as well.
+    for folder in reversed([dest, *dest.parents]):
+        if not folder.exists():
+            folder.mkdir()
+            folder.chmod(0o755)
+    dest.chmod(0o755)
+    for source in sources:
+        for path in sorted(source.glob("*.py")) if source.is_dir() else [source]:
+            (dest / path.name).write_bytes(path.read_bytes())
+    for name, text in (files or {}).items():
+        (dest / name).write_text(text)
+    for path in dest.glob("*.py"):
+        path.chmod(0o644)
+    return dest

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from siem_plugins.builtin.store import SQLiteStore
+from tests.helpers import drop_in_folder
 
 DATA = Path(__file__).parent / "data"
 COMMANDS = ("run", "sync", "ingest", "check", "plugins", "demo")
@@ -127,9 +128,9 @@ def test_ingest_keeps_good_lines_and_locates_bad_ones(tmp_path: Path) -> None:
 
 
 def test_plugins_lists_builtins_and_broken_ones(tmp_path: Path) -> None:
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    hooks = drop_in_folder(
+        tmp_path / "hooks", files={"broken.py": "raise RuntimeError('boom at import')\n"}
+    )
     proc = cli("plugins", "--json", "--plugins-dir", str(hooks), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -164,7 +165,7 @@ def test_run_rejects_a_zero_interval(tmp_path: Path) -> None:
     cfg.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     proc = cli("run", "-c", str(cfg), "--interval", "0")
     assert proc.returncode == 2, proc.stderr
-    assert "--interval: must be at least 1 second, got '0'" in proc.stderr
+    assert "--interval: must be at least 1 second, got a string '0'" in proc.stderr
 
 
 @pytest.mark.slow
@@ -255,3 +256,10 @@ def test_ingest_bad_input_matrix(tmp_path: Path) -> None:
     bodies = [e.fields() for batch in store.read("default", 1, 100) for e in batch]
     store.close()
     assert bodies[1]["details"] == "two\r\nlines"
+
+
+def test_help_names_the_user_guide_folder_that_exists(tmp_path: Path) -> None:
+    proc = cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    docs = Path(proc.stdout.split("documentation: ", 1)[1].split()[0])
+    assert (docs / "configuration.md").is_file() and (docs / "plugins.md").is_file()

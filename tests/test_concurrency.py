@@ -15,7 +15,7 @@ import pytest
 
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.state import SINK, State
-from tests.helpers import local_objects, seqs_in
+from tests.helpers import drop_in_folder, local_objects, seqs_in
 
 INGESTER = textwrap.dedent("""
     import sys, time
@@ -113,7 +113,8 @@ def test_sigterm_during_run_finishes_in_flight_object_then_resumes(tmp_path: Pat
     cfg = write_config(tmp_path, interval="1h", max_events=2000)
     # 50 ms after each object: the backlog takes >= 1.5 s however fast the machine, so
     # the SIGTERM always lands while objects remain.
-    cfg.write_text(f'plugins_dir = "{PLUGINS_RUN}"\n' + cfg.read_text())
+    plugins = drop_in_folder(tmp_path / "plugins", PLUGINS_RUN)
+    cfg.write_text(f'plugins_dir = "{plugins}"\n' + cfg.read_text())
     run = siem("run", "-c", str(cfg), env={"SIEM_TEST_PACE": "0.05"})
     out_dir = tmp_path / "out"
     deadline = time.monotonic() + 60
@@ -143,7 +144,8 @@ def test_sigterm_delivered_to_a_worker_thread_still_stops_run(tmp_path: Path) ->
     signal to another thread (a busy sync thread), a main thread blocked in a long wait
     never ran the handler: `run` ignored SIGTERM until its next tick (1 h here)."""
     cfg = write_config(tmp_path, interval="1h")
-    cfg.write_text(f'plugins_dir = "{PLUGINS_RUN}"\n' + cfg.read_text())
+    plugins = drop_in_folder(tmp_path / "plugins", PLUGINS_RUN)
+    cfg.write_text(f'plugins_dir = "{plugins}"\n' + cfg.read_text())
     seed = (Path(__file__).parent / "data" / "seed_events.ndjson").read_bytes()
     ingest = subprocess.run(
         [sys.executable, "-m", "siem_plugins", "ingest", "-c", str(cfg), "--account", "acme", "-"],

@@ -25,6 +25,7 @@ from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.events import canonicalize
 from siem_plugins.state import NOTIFIER, SINK, State
 from siem_plugins.testkit.s3server import S3Server
+from tests.helpers import drop_in_folder
 
 PLUGINS = Path(__file__).parent / "plugins"
 EVENTS = 64_000
@@ -33,9 +34,10 @@ TRIALS = 20
 
 def config(tmp_path: Path, s3: S3Server, bucket: str, crash_rate: float) -> Path:
     opts = s3.sink_options(bucket)
+    plugins = drop_in_folder(tmp_path / "plugins", PLUGINS)
     cfg = tmp_path / "siem.toml"
     cfg.write_text(f"""
-plugins_dir = "{PLUGINS}"
+plugins_dir = "{plugins}"
 [store]
 url = "sqlite:///{tmp_path / "siem.db"}"
 [s3]

@@ -21,7 +21,15 @@ from siem_plugins.events import Event
 from siem_plugins.options import Options
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.state import REPLAY, SINK
-from tests.helpers import ingest, integration, local_objects, numbered, runtime, seqs_in
+from tests.helpers import (
+    drop_in_folder,
+    ingest,
+    integration,
+    local_objects,
+    numbered,
+    runtime,
+    seqs_in,
+)
 
 
 class PickyFormatter:
@@ -200,14 +208,14 @@ def test_dead_letters_are_listed_and_replayed_once_the_formatter_copes(
     ingest(siem_store, "acme", events_with_booms(siem_events, 120, {5, 110}))
     db = siem_store.path
     cfg = tmp_path / "siem.toml"
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(mode=0o755)
-    (plugins / "picky.py").write_text(
-        "from tests.test_dead_letters import PickyPlugin\n"
-        "_p = PickyPlugin()\n"
-        "siem_register_formatters = _p.siem_register_formatters\n"
+    plugins = drop_in_folder(
+        tmp_path / "plugins",
+        files={
+            "picky.py": "from tests.test_dead_letters import PickyPlugin\n"
+            "_p = PickyPlugin()\n"
+            "siem_register_formatters = _p.siem_register_formatters\n"
+        },
     )
-    (plugins / "picky.py").chmod(0o644)
 
     def write(tolerant: bool) -> None:
         cfg.write_text(

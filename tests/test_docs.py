@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import drop_in_folder
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 
@@ -22,8 +24,8 @@ def test_the_guides_sink_is_under_50_lines_and_passes_its_tests(tmp_path: Path) 
     (sink,) = python_blocks("A complete drop-in sink")
     (tests,) = python_blocks("Testing a plugin")
     assert len(sink.splitlines()) < 50
-    (tmp_path / "hooks").mkdir()
-    (tmp_path / "hooks" / "http_put.py").write_text(sink)
+    # Explicit modes: the host refuses group-writable drop-ins (a umask 002 machine).
+    drop_in_folder(tmp_path / "hooks", files={"http_put.py": sink})
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_http_put.py").write_text(tests)
     proc = subprocess.run(

@@ -45,7 +45,7 @@ from siem_plugins.kinds import Notifier, ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.pipeline import Pipeline, Runtime
 from siem_plugins.testing import NotifierConformance
-from tests.helpers import ingest
+from tests.helpers import drop_in_folder, ingest
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = REPO / "hooks"
@@ -152,13 +152,19 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def host() -> PluginHost:
-    """The real host, with the repository's hooks/ folder as its drop-in folder."""
-    return create_host(HOOKS, entry_points=False, disabled=())
+def host(tmp_path_factory: pytest.TempPathFactory) -> PluginHost:
+    """The real host, with (a copy of) the repository's hooks/ folder as its drop-in
+    folder: copied with explicit modes, as a checkout's may be group-writable (umask 002),
+    which the host refuses."""
+    hooks = drop_in_folder(tmp_path_factory.mktemp("examples") / "hooks", HOOKS)
+    return create_host(hooks, entry_points=False, disabled=())
 
 
-def test_the_examples_load_from_the_hooks_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
+def test_the_examples_load_from_the_hooks_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_in_folder(tmp_path / "hooks", HOOKS)
+    monkeypatch.chdir(tmp_path)
     host = create_host(Path("hooks"), entry_points=False, disabled=())
     assert host.failures == []
     assert host.plugins["webhook"].origin == "file hooks/webhook.py"
@@ -168,11 +174,14 @@ def test_the_examples_load_from_the_hooks_folder(monkeypatch: pytest.MonkeyPatch
 
 
 def test_plugins_command_lists_the_examples_and_a_broken_plugin(tmp_path: Path) -> None:
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    for name in ("webhook.py", "splunk_hec.py"):
-        shutil.copy(HOOKS / name, hooks / name)
-    (hooks / "broken.py").write_text('raise RuntimeError("broken on purpose")\n')
+    drop_in_folder(
+        tmp_path / "hooks",
+        HOOKS / "webhook.py",
+        HOOKS / "splunk_hec.py",
+        files={"broken.py": 'raise RuntimeError("broken on purpose")\n'},
+    )
+    # hooks/ beside the config file in use (./siem.toml here) is the drop-in folder.
+    (tmp_path / "siem.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path}/siem.db"\n')
     env = {**os.environ, "COLUMNS": "160"}
     env.pop("SIEM_CONFIG", None)
     run = [sys.executable, "-m", "siem_plugins", "plugins"]
@@ -459,7 +468,7 @@ def test_hec_config_errors_are_located(host: PluginHost) -> None:
 # --------------------------------------------------------------------------- both, in a sync
 
 
-def test_both_examples_in_a_real_sync(tmp_path: Path, receiver: Receiver) -> None:
+def test_both_examples_in_a_real_sync(tmp_path: Path, receiver: Receiver, host: PluginHost) -> None:
     store = SQLiteStore(tmp_path / "siem.db")
     dicts = seed_dicts() + [e.fields() for e in sample_events(150, seed=4)]
     ingest(store, "acme", dicts)
@@ -487,7 +496,6 @@ def test_both_examples_in_a_real_sync(tmp_path: Path, receiver: Receiver) -> Non
             }
         ],
     }
-    host = create_host(HOOKS, entry_points=False, disabled=())
     rt = Runtime(config_from_dict(raw, file="siem.toml"), host)
     try:
         result = Pipeline(rt).sync(rt.integrations[0])
@@ -621,6 +629,14 @@ def test_example_package_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
+
+    # The user guide is installed with the package, and --help names where it is.
+    help_text = run("--help").stdout
+    docs = Path(help_text.split("documentation: ", 1)[1].split()[0])
+    assert docs.is_relative_to(venv) and docs.is_dir(), help_text
+    shipped = {p.name for p in (REPO / "docs").glob("*.md")}
+    assert {p.name for p in docs.glob("*.md")} == shipped
+    assert (docs / "configuration.md").read_text() == (REPO / "docs/configuration.md").read_text()
 
     listing = json.loads(run("plugins", "--json").stdout)
     assert listing["failures"] == []

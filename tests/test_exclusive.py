@@ -14,7 +14,7 @@ from pathlib import Path
 
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.state import NOTIFIER, SINK, State
-from tests.helpers import local_objects, seqs_in
+from tests.helpers import drop_in_folder, local_objects, seqs_in
 from tests.test_concurrency import PLUGINS_RUN, siem, write_config
 
 HOLDER = textwrap.dedent("""
@@ -68,7 +68,8 @@ def test_sync_beside_run_says_another_process_is_syncing(tmp_path: Path) -> None
     )
     store.close()
     cfg = write_config(tmp_path, interval="1h", max_events=2000)
-    cfg.write_text(f'plugins_dir = "{PLUGINS_RUN}"\n' + cfg.read_text())
+    plugins = drop_in_folder(tmp_path / "plugins", PLUGINS_RUN)
+    cfg.write_text(f'plugins_dir = "{plugins}"\n' + cfg.read_text())
     # 50 ms per object: `run` is mid-backlog for >= 1 s whatever the machine's speed.
     run = siem("run", "-c", str(cfg), env={"SIEM_TEST_PACE": "0.05"})
     try:

@@ -24,6 +24,7 @@ from siem_plugins.events import canonicalize
 from siem_plugins.pgstore import PgState, PostgresStore
 from siem_plugins.state import SINK
 from siem_plugins.testkit.s3server import S3Server
+from tests.helpers import drop_in_folder
 
 PLUGINS = Path(__file__).parent / "plugins"
 REDIS = os.environ.get("SIEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
@@ -38,9 +39,10 @@ def write_config(
     integrations: list[tuple[str, str, dict[str, Any]]],
 ) -> None:
     opts = s3.sink_options("x")
+    plugins = drop_in_folder(path.parent / "plugins", PLUGINS)
     text = f"""
 interval = "1s"
-plugins_dir = "{PLUGINS}"
+plugins_dir = "{plugins}"
 [store]
 url = "{pg_url}"
 [celery]
@@ -271,3 +273,39 @@ def test_both_brokers_carry_the_tasks(
     for n in names:
         seen = shipped(s3_server, f"b-{n}")
         assert sorted(seen) == list(range(200)) and set(seen.values()) == {1}, log.read_text()
+
+
+def test_a_worker_loads_the_drop_in_folder_beside_its_config(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not ./hooks of wherever the worker was started: hooks/ beside the config file."""
+    from siem_plugins.fleet import TASK_NAME, make_app
+
+    conf = tmp_path / "etc"
+    drop_in_folder(
+        conf / "hooks",
+        files={
+            "mirror.py": "from siem_plugins import SinkSpec, hookimpl\n"
+            "from siem_plugins.builtin.local import LocalSink\n"
+            "@hookimpl\n"
+            "def siem_register_sinks():\n"
+            "    return [SinkSpec(name='mirror', factory=LocalSink.from_options)]\n"
+        },
+    )
+    (conf / "siem.toml").write_text(f"""
+[store]
+url = "{pg_url}"
+[celery]
+broker_url = "{REDIS}"
+[[integration]]
+name = "acme"
+format = "json"
+sink = {{ type = "mirror", path = "{tmp_path / "out"}" }}
+notify = {{ type = "outbox", path = "{tmp_path / "outbox"}", from = "s@example.com", to = ["a@example.com"], events = ["config"] }}
+""")
+    elsewhere = tmp_path / "elsewhere"
+    drop_in_folder(elsewhere / "hooks", files={"stray.py": "raise SystemExit('ran')\n"})
+    monkeypatch.chdir(elsewhere)
+    app = make_app(conf / "siem.toml")
+    # The task body, run here: it builds the worker's runtime (host included).
+    assert app.tasks[TASK_NAME]("acme")["status"] == "ok"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -12,10 +16,13 @@ from siem_plugins.host import create_host
 from siem_plugins.options import ConfigError, Options
 
 
-def write(folder: Path, name: str, body: str) -> Path:
+def write(folder: Path, name: str, body: str, mode: int = 0o644) -> Path:
+    """A drop-in file with an explicit mode (the umask of the machine must not matter)."""
     folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
     path = folder / name
     path.write_text(textwrap.dedent(body))
+    path.chmod(mode)
     return path
 
 
@@ -150,3 +157,214 @@ def test_every_hook_is_documented_in_the_hook_reference() -> None:
     for name in names:
         assert f"## `{name}`" in doc, f"{name} is not documented in docs/hooks.md"
         assert getattr(hookspecs, name).__doc__, name
+
+
+# --------------------------------------------------------------------------- safe loading
+
+MARKER_PLUGIN = """
+    import pathlib
+    pathlib.Path(__file__).with_suffix(".ran").touch()
+"""
+
+
+def test_a_folder_writable_by_group_or_others_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = tmp_path / "hooks"
+    marker = write(hooks, "good.py", GOOD + MARKER_PLUGIN).with_suffix(".ran")
+    for mode in (0o777, 0o775, 0o757):
+        hooks.chmod(mode)
+        with caplog.at_level(logging.WARNING, logger="siem_plugins.host"):
+            host = create_host(hooks, entry_points=False, disabled=())
+        assert not marker.exists() and "mirror" not in host.names("sink")
+        assert host.names("sink") == ["local", "s3"]  # the rest keeps working
+        [failure] = host.failures
+        assert (failure.name, failure.origin) == ("hooks/*.py", f"folder {hooks}")
+        assert failure.error == (
+            f"refusing to load drop-in plugins from {hooks}: the folder is writable by "
+            f"group or others (mode {mode:04o}); run chmod go-w {hooks}"
+        )
+        assert failure.error in caplog.text
+    hooks.chmod(0o755)
+    assert "mirror" in create_host(hooks, entry_points=False, disabled=()).names("sink")
+    assert marker.exists()
+
+
+def test_a_file_writable_by_group_or_others_is_refused_the_rest_loads(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    write(hooks, "good.py", GOOD)
+    bad = write(hooks, "loose.py", MARKER_PLUGIN, mode=0o664)
+    host = create_host(hooks, entry_points=False, disabled=())
+    assert "mirror" in host.names("sink") and "loose" not in host.plugins
+    assert not bad.with_suffix(".ran").exists()
+    [failure] = host.failures
+    assert (failure.name, failure.origin) == ("loose", f"file {bad}")
+    assert failure.error == (
+        f"refusing to load {bad}: the file is writable by group or others (mode 0664); "
+        f"run chmod go-w {bad}"
+    )
+
+
+def test_a_writable_parent_folder_is_refused_unless_it_is_sticky(tmp_path: Path) -> None:
+    parent = tmp_path / "shared"
+    hooks = parent / "hooks"
+    parent.mkdir()
+    parent.chmod(0o755)
+    write(hooks, "good.py", GOOD)
+    parent.chmod(0o777)  # anyone could rename hooks/ away and put their own in its place
+    host = create_host(hooks, entry_points=False, disabled=())
+    assert "mirror" not in host.names("sink")
+    [failure] = host.failures
+    assert failure.error == (
+        f"refusing to load drop-in plugins from {hooks}: its parent folder {parent} is "
+        f"writable by group or others (mode 0777); run chmod go-w {parent}"
+    )
+    parent.chmod(0o1777)  # as /tmp: nobody can rename what is not theirs
+    host = create_host(hooks, entry_points=False, disabled=())
+    assert host.failures == [] and "mirror" in host.names("sink")
+
+
+def test_symlinks_are_followed_and_their_targets_checked(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    target = write(elsewhere, "real.py", GOOD)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(mode=0o755)
+    hooks.chmod(0o755)
+    (hooks / "linked.py").symlink_to(target)
+    host = create_host(hooks, entry_points=False, disabled=())
+    assert host.failures == [] and "mirror" in host.names("sink")  # a safe target loads
+
+    target.chmod(0o666)
+    host = create_host(hooks, entry_points=False, disabled=())
+    [failure] = host.failures
+    assert failure.error == (
+        f"refusing to load {hooks / 'linked.py'}: its target {target} is writable by group "
+        f"or others (mode 0666); run chmod go-w {target}"
+    )
+    target.chmod(0o644)
+    elsewhere.chmod(0o777)
+    [failure] = create_host(hooks, entry_points=False, disabled=()).failures
+    assert failure.error.endswith(
+        f"its parent folder {elsewhere} is writable by group or others (mode 0777); "
+        f"run chmod go-w {elsewhere}"
+    )
+    # A linked folder: its target is what is checked.
+    link = tmp_path / "hooks-link"
+    link.symlink_to(elsewhere)
+    [failure] = create_host(link, entry_points=False, disabled=()).failures
+    assert failure.error == (
+        f"refusing to load drop-in plugins from {link}: the folder (a link to {elsewhere}) "
+        f"is writable by group or others (mode 0777); run chmod go-w {elsewhere}"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_files_and_folders_of_another_user_are_refused(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    theirs = write(hooks, "theirs.py", MARKER_PLUGIN)
+    write(hooks, "good.py", GOOD)
+    nobody = 65534
+    os.chown(theirs, nobody, -1)
+    host = create_host(hooks, entry_points=False, disabled=())
+    assert "mirror" in host.names("sink") and not theirs.with_suffix(".ran").exists()
+    [failure] = host.failures
+    assert failure.name == "theirs"
+    assert f"refusing to load {theirs}: the file is owned by " in failure.error
+    assert f"uid {nobody}), not by this process's user (root (uid 0)) or root" in failure.error
+    os.chown(theirs, 0, -1)
+    os.chown(hooks, nobody, -1)
+    [failure] = create_host(hooks, entry_points=False, disabled=()).failures
+    assert failure.error.startswith(
+        f"refusing to load drop-in plugins from {hooks}: the folder is owned by "
+    )
+
+
+def test_loaded_files_are_logged_and_no_bytecode_cache_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = tmp_path / "hooks"
+    good = write(hooks, "good.py", GOOD)
+    with caplog.at_level(logging.INFO, logger="siem_plugins.host"):
+        create_host(hooks, entry_points=False, disabled=())
+    assert f"loaded drop-in plugin 'good' from {good}" in caplog.text
+    # A cached .pyc beside the file would be read instead of the checked source.
+    assert not (hooks / "__pycache__").exists()
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SIEM_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "siem_plugins", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_drop_in_folder_is_beside_the_config_never_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    # The working directory holds a hooks/ folder that must never run by itself.
+    cwd = tmp_path / "somewhere"
+    cwd.mkdir(mode=0o755)
+    cwd.chmod(0o755)  # whatever the umask: a group-writable parent would be refused
+    stray = write(cwd / "hooks", "stray.py", MARKER_PLUGIN).with_suffix(".ran")
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    conf.chmod(0o755)
+    write(conf / "hooks", "good.py", GOOD)
+    (conf / "siem.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+
+    def names(proc: subprocess.CompletedProcess[str]) -> set[str]:
+        assert proc.returncode == 0, proc.stderr
+        return {p["name"] for p in json.loads(proc.stdout)["plugins"]}
+
+    listed = names(cli("plugins", "--json", "-c", str(conf / "siem.toml"), cwd=cwd))
+    assert "good" in listed and "stray" not in listed
+    # No config file, no --plugins-dir: no drop-in folder at all (and it says so at -v).
+    proc = cli("plugins", "--json", "-v", cwd=cwd)
+    assert "good" not in names(proc) and "stray" not in names(proc)
+    assert "no config file and no --plugins-dir: no drop-in plugins loaded" in proc.stderr
+    # The demo loads none either.
+    demo = cli("demo", "--dir", str(tmp_path / "demo"), "--events", "20", cwd=cwd)
+    assert demo.returncode == 0, demo.stderr
+    assert not stray.exists()
+    # The command line may still name the folder (relative to the working directory).
+    assert "stray" in names(cli("plugins", "--json", "--plugins-dir", "hooks", cwd=cwd))
+    assert stray.exists()
+
+
+def test_the_plugins_command_shows_a_refused_folder(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    write(hooks, "good.py", GOOD)
+    hooks.chmod(0o777)
+    (tmp_path / "siem.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    proc = cli("plugins", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["failures"] == [
+        {
+            "name": "hooks/*.py",
+            "origin": "folder hooks",
+            "error": f"refusing to load drop-in plugins from {hooks}: the folder is writable "
+            f"by group or others (mode 0777); run chmod go-w {hooks}",
+        }
+    ]
+    table = cli("plugins", cwd=tmp_path)
+    shown = " ".join(table.stdout.split())  # the table wraps long lines
+    assert f"refusing to load drop-in plugins from {hooks}: the folder is" in shown
+    assert f"run chmod go-w {hooks}" in table.stderr  # the log says it too
+
+
+def test_a_missing_folder_is_named_at_debug_and_a_missing_plugins_dir_warns(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "siem.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    proc = cli("plugins", "--json", "-v", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "drop-in folder hooks does not exist: no drop-in plugins loaded" in proc.stderr
+    proc = cli("plugins", "--json", "--plugins-dir", "nope", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" in proc.stderr
+    assert "--plugins-dir nope is not a folder: no drop-in plugins loaded" in proc.stderr

@@ -15,7 +15,7 @@ import pytest
 from siem_plugins.builtin.email import EmailNotifier, NotifierError
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.conformance import digest_of, sample_events
-from siem_plugins.options import Options
+from siem_plugins.options import ConfigError, Options
 from siem_plugins.pipeline import Runtime
 from siem_plugins.scheduler import Scheduler
 from siem_plugins.state import NOTIFIER, SINK
@@ -96,8 +96,14 @@ def test_probe_obeys_the_deadline_too(smtp_tarpit: Tarpit) -> None:
 
 
 def test_deadline_is_validated() -> None:
-    for bad in (0, -1, float("inf"), 7200):
-        with pytest.raises(Exception, match=r"notify\.deadline: must be more than 0"):
+    for bad, why in (
+        (0, "must be more than 0 seconds"),
+        (-1, "must be more than 0 seconds"),
+        (float("inf"), "must be a finite number"),
+        (float("nan"), "must be a finite number"),
+        (7200, "must be at most 3600"),
+    ):
+        with pytest.raises(ConfigError, match=rf"notify\.deadline: {why}"):
             notifier("127.0.0.1", 25, deadline=bad)
 
 

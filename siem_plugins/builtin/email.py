@@ -42,7 +42,7 @@ from typing import Any
 from siem_plugins import hookimpl
 from siem_plugins.events import ACCOUNT, DEVICE, Event
 from siem_plugins.kinds import Digest, NotifierSpec
-from siem_plugins.options import Options, Secret
+from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 DEFAULT_TIMEOUT = 30.0
 #: The whole SMTP session (connect, greeting, TLS, login, send, QUIT) must end within this.
 DEFAULT_DEADLINE = 120.0
-#: Upper bound for ``timeout`` and ``deadline``: beyond it a stuck relay is just stuck.
-MAX_SECONDS = 3600.0
+#: Upper bound for ``deadline``: beyond it a stuck relay is just stuck.
+MAX_DEADLINE_S = 3600.0
 DEFAULT_SUBJECT_PREFIX = "[SIEM]"
 DEFAULT_MAX_LISTED = 200
 #: Upper bound for ``max_listed``: beyond this a mail is a data dump, not a digest.
@@ -200,12 +200,13 @@ class EmailNotifier:
         recipients = list(dict.fromkeys(recipients))
 
         bounds: dict[str, float] = {}
-        for key, default in (("timeout", DEFAULT_TIMEOUT), ("deadline", DEFAULT_DEADLINE)):
-            value = options.number(key, default)
-            if not 0 < value <= MAX_SECONDS:
-                raise options.error(
-                    key, f"must be more than 0 and at most {MAX_SECONDS:g} seconds, got {value}"
-                )
+        for key, default, most in (
+            ("timeout", DEFAULT_TIMEOUT, MAX_TIMEOUT_S),
+            ("deadline", DEFAULT_DEADLINE, MAX_DEADLINE_S),
+        ):
+            value = options.number(key, default, max=most)
+            if value <= 0:
+                raise options.error(key, f"must be more than 0 seconds, got {value}")
             bounds[key] = value
         verify = options.boolean("verify", True)
         ca_file = options.string("ca_file")

@@ -11,7 +11,12 @@ import os
 from pathlib import Path
 
 from siem_plugins import hookimpl
-from siem_plugins.builtin.email import DEFAULT_MAX_LISTED, EmailNotifier, _mailbox
+from siem_plugins.builtin.email import (
+    DEFAULT_MAX_LISTED,
+    MAX_MAX_LISTED,
+    EmailNotifier,
+    _mailbox,
+)
 from siem_plugins.kinds import Digest, NotifierSpec
 from siem_plugins.options import Options
 
@@ -36,7 +41,7 @@ class OutboxNotifier:
                 _mailbox(rcpt)
             except ValueError as exc:
                 raise options.error("to", f"item {i}: {exc}") from None
-        max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0)
+        max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0, max=MAX_MAX_LISTED)
         try:
             # Only its message builder is used: no connection is ever made.
             builder = EmailNotifier(

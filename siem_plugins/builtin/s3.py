@@ -31,7 +31,7 @@ from siem_plugins import __version__, hookimpl
 from siem_plugins.config import parse_duration
 from siem_plugins.keys import parse_object_key
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkSpec
-from siem_plugins.options import Options, Secret
+from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -251,7 +251,7 @@ class S3Settings:
         retry_mode = options.string("retry_mode", "standard", choices=RETRY_MODES)
         timeouts = {}
         for key, default in (("connect_timeout", 10.0), ("read_timeout", 60.0)):
-            value = options.number(key, default)
+            value = options.number(key, default, max=MAX_TIMEOUT_S)
             if value <= 0:
                 raise options.error(key, f"must be more than 0 seconds, got {value}")
             timeouts[key] = value
