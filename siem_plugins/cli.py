@@ -153,8 +153,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """Store each file in one transaction: whole, or (on a store error) not at all.
+
+    A store error (disk full, connection lost, database locked) ends the run: the next
+    file would meet it too, and re-running the command is safe, because a file already
+    stored for the account is recognised by its SHA-256 and skipped.
+    """
     from siem_plugins.builtin.store import DEFAULT_URL, open_store
-    from siem_plugins.ingest import Rejection, read_records
+    from siem_plugins.ingest import InputError, NdjsonInput, Rejection
     from siem_plugins.keys import InvalidAccount, check_account
 
     cfg = _config(args, required=False)
@@ -179,10 +185,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         store = open_store(url)
     except Exception as exc:
-        raise UsageError(f"cannot open the store {_safe_url(url)}: {exc}") from None
-    total = 0
+        raise UsageError(
+            f"cannot open the store {_safe_url(url)}: {_store_reason(exc, url)}"
+        ) from None
+    total = stored_files = already_files = failed_files = 0
+    not_read: list[str] = []
     try:
-        for name in args.files:
+        for index, name in enumerate(args.files):
             if name == "-":
                 stream: BinaryIO = sys.stdin.buffer
                 label = "<stdin>"
@@ -190,26 +199,86 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 try:
                     stream = open(name, "rb")  # noqa: SIM115
                 except OSError as exc:
-                    print(f"error: {name}: {exc.strerror}", file=sys.stderr)
-                    rejected += 1
+                    print(f"{name}: nothing stored: {exc.strerror or exc}", file=sys.stderr)
+                    failed_files += 1
                     continue
                 label = name
+            before = rejected
+            source = NdjsonInput(stream, label, on_reject)
             try:
-                result = store.append(args.account, read_records(stream, label, on_reject))
+                result = store.append(args.account, source, origin=source, force=args.force)
+            except InputError as exc:
+                print(f"{label}: nothing stored: {exc}", file=sys.stderr)
+                failed_files += 1
+                continue
+            except KeyboardInterrupt:
+                print(f"{label}: nothing stored: interrupted", file=sys.stderr)
+                raise
+            except Exception as exc:  # the store failed: it rolled the file back
+                print(f"{label}: nothing stored: {_store_reason(exc, url)}", file=sys.stderr)
+                failed_files += 1
+                not_read = args.files[index + 1 :]
+                break
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
+            if result.already is not None:
+                was = result.already
+                already_files += 1
+                print(
+                    f"{label}: already stored as ids {was.first_id}-{was.last_id} on "
+                    f"{was.stored_at}; nothing stored (use --force to store it again)"
+                )
+                continue
+            stored_files += 1
             total += result.accepted
             ids = f" (ids {result.first_id}-{result.last_id})" if result.accepted else ""
-            print(f"{label}: stored {result.accepted} events for account {args.account!r}{ids}")
+            print(
+                f"{label}: stored {result.accepted} events for account {args.account!r}{ids}; "
+                f"{source.lines} lines, {rejected - before} rejected"
+            )
     finally:
         store.close()
         if rejects_file is not None:
             rejects_file.close()
-    if rejected:
-        print(f"{rejected} line(s) rejected, {total} stored", file=sys.stderr)
-        return 1
-    return 0
+    if not_read:
+        print(
+            f"not read, after the store failed: {', '.join(not_read)} (re-run the command: "
+            "files already stored are recognised and skipped)",
+            file=sys.stderr,
+        )
+    failed = bool(rejected or failed_files)
+    print(
+        f"{rejected} line(s) rejected, {total} stored; files: {stored_files} stored, "
+        f"{already_files} already stored, {failed_files + len(not_read)} not stored",
+        file=sys.stderr if failed else sys.stdout,
+    )
+    return 1 if failed else 0
+
+
+def _store_reason(exc: BaseException, url: str) -> str:
+    """A store error on one line, without the URL's password."""
+    from siem_plugins.config import redact_url
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    password = _url_password(url)
+    if password:
+        text = text.replace(password, "***")
+    return redact_url(text)
+
+
+def _url_password(url: str) -> str | None:
+    from siem_plugins.db import is_postgres
+
+    if not is_postgres(url):
+        return None
+    try:
+        import psycopg
+
+        value = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    except Exception:  # no driver, or a URL it cannot read: nothing to hide from it
+        return None
+    return str(value) if value else None
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -653,7 +722,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="load NDJSON events into the store",
         description="Validate NDJSON events (one per line, the documented JSON "
         "shape) and store the good ones. Each bad line is reported as "
-        "file:line: field: reason. Exit 1 if any line was rejected.",
+        "file:line: field: reason. Each file is stored in one transaction: whole, or "
+        "on a store error not at all (the run stops there). A file already stored for "
+        "the account (same SHA-256) is skipped. Exit 1 if any line was rejected or "
+        "any file not stored.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="NDJSON file, or - for stdin")
     p.add_argument(
@@ -667,6 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="store URL (default: [store] url of the config, else sqlite:///siem.db)",
     )
     p.add_argument("--rejects", metavar="FILE", help="copy rejected lines verbatim to FILE")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="store a file again even if the account already has it (same SHA-256)",
+    )
     p.add_argument(
         "--max-errors",
         type=int,

@@ -90,8 +90,9 @@ UNICODE_TEXTS: tuple[str, ...] = (
     "שלום",
 )
 
-#: Field text that must never start a new line. Every one is accepted at ingest: TAB,
-#: LF and CR are legal in event text, and so are C1 controls (NEL) and U+2028/2029.
+#: Field text that must never start a new line. Every one is accepted at ingest: event
+#: text is never refused for its characters, so NUL, ESC, VT, FF, the C1 controls (NEL)
+#: and U+2028/2029 reach formatters as they are (the canonical JSON escapes them).
 CONTROL_TEXTS: tuple[str, ...] = (
     "before\nafter",
     "before\rafter",
@@ -101,6 +102,12 @@ CONTROL_TEXTS: tuple[str, ...] = (
     "before\tafter",
     "before\x85after",
     "before\n\n\nafter",
+    "before\x00after",
+    "before\x0bafter",
+    "before\x0cafter",
+    "before\x1cafter",
+    "before\x1b[31mafter",
+    "before\x7fafter",
 )
 
 #: Event text trying to add mail headers, or lines that look like them.

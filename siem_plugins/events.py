@@ -4,10 +4,15 @@ An event is validated once, at ingest, and stored as its *canonical* JSON bytes:
 known fields in the order of the product documentation's examples, unknown fields kept
 after them in input order, timestamps normalised to ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
 Formatters work from those bytes, so shipping never re-parses or re-serialises an event.
+
+Event text is never refused for its content: control characters are kept and escaped
+by JSON, and U+2028, U+2029 and U+0085 (which many readers take for line breaks) are
+escaped too. Integers of any size in unknown fields are kept exact.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,11 +97,35 @@ KNOWN_LOG_TYPES: dict[str, tuple[str, ...]] = {
 #: Largest accepted input line (bytes, without the newline). Larger lines are rejected.
 MAX_RECORD_BYTES = 64 * 1024
 
+#: The accepted timestamp range, after conversion to UTC: what four-digit years (RFC 3339,
+#: RFC 5424) can carry.
+MIN_TIMESTAMP = "0001-01-01T00:00:00.000Z"
+MAX_TIMESTAMP = "9999-12-31T23:59:59.999Z"
+
 _LOG_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
-_CANONICAL_TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
-# C0 controls other than TAB, LF and CR, plus DEL. LF/CR are legal in text (they are
-# escaped by every formatter); NUL and friends are never legitimate event text.
-_BAD_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CANONICAL_TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z", re.ASCII)
+# Year 0, a signed (ISO 8601 expanded) year or a five-digit one: a date, but not one
+# that fits the accepted range. Only looked at once parsing failed.
+_YEAR_BEYOND_RE = re.compile(r"(?:0000|[+-]\d{4,}|\d{5,})-\d\d")
+# orjson reads integers beyond 64 bits as floats (losing digits). Such an integer can
+# only be in an unknown field, so it turned into a float there or inside an array or
+# object there; and it has at least 19 digits. Only a line with both takes the exact
+# (slower) path; a run of digits in a string or a float is a false positive that costs
+# only speed. The run is found by mapping digits to "0" and everything else to " ": a
+# tenth of the cost of a regular expression.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+_INEXACT_TYPES = (float, list, dict)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson reads and writes as integers
+_INF = float("inf")
+# U+2028, U+2029 and U+0085 in UTF-8. Valid JSON holds non-ASCII bytes only inside
+# strings, and UTF-8 never finds a sequence inside another character's, so replacing
+# these bytes with JSON escapes after serialisation is exact.
+_LINE_SEPARATORS = (
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+    (b"\xc2\x85", b"\\u0085"),
+)
 
 
 class Event(NamedTuple):
@@ -153,17 +182,56 @@ class EventError(ValueError):
         self.reason = reason
 
 
+class TimestampRangeError(ValueError):
+    """A timestamp that is valid ISO 8601 but outside :data:`MIN_TIMESTAMP` ..
+    :data:`MAX_TIMESTAMP` once converted to UTC."""
+
+
 def canonical_timestamp(value: str) -> str:
-    """Normalise an ISO 8601 timestamp with a zone to ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC)."""
+    """Normalise an ISO 8601 timestamp with a zone to ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC).
+
+    The year is always four digits; the result lies in :data:`MIN_TIMESTAMP` ..
+    :data:`MAX_TIMESTAMP`.
+
+    :raises TimestampRangeError: outside that range after conversion to UTC.
+    :raises ValueError: not an ISO 8601 date-time with a zone.
+    """
     if _CANONICAL_TS_RE.match(value):
-        # Fast path; still check the calendar (e.g. month 13).
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+        # Fast path; still check the calendar (e.g. month 13). fromisoformat is C code,
+        # ~20x cheaper than strptime, which dominated ingest.
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            if _YEAR_BEYOND_RE.match(value):
+                raise _out_of_range(value) from None
+            raise
+        if value[11:13] == "24":  # newer Pythons read T24:00 as the next day's midnight
+            raise ValueError("hour must be in 0..23")
         return value
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        if _YEAR_BEYOND_RE.match(value):
+            raise _out_of_range(value) from None
+        raise
     if parsed.tzinfo is None:
         raise ValueError("has no time zone (expected e.g. 2022-07-15T08:55:12.279Z)")
-    parsed = parsed.astimezone(UTC)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
+        raise _out_of_range(value) from None
+    # Not strftime: its %Y does not pad years below 1000 to four digits.
+    return (
+        f"{parsed.year:04d}-{parsed.month:02d}-{parsed.day:02d}T{parsed.hour:02d}:"
+        f"{parsed.minute:02d}:{parsed.second:02d}.{parsed.microsecond // 1000:03d}Z"
+    )
+
+
+def _out_of_range(value: str) -> TimestampRangeError:
+    return TimestampRangeError(
+        f"out of range: {value!r} (after conversion to UTC; accepted "
+        f"{MIN_TIMESTAMP[:10]} to {MAX_TIMESTAMP[:10]})"
+    )
 
 
 def canonicalize(obj: Any) -> Canonical:
@@ -171,6 +239,12 @@ def canonicalize(obj: Any) -> Canonical:
 
     :raises EventError: naming the field at fault.
     """
+    return _canonicalize(obj, None)
+
+
+def _canonicalize(obj: Any, line: bytes | None) -> Canonical:
+    """:func:`canonicalize`; ``line`` is the JSON ``obj`` was read from by orjson, read
+    again exactly if it may have held an integer orjson turned into a float."""
     if not isinstance(obj, Mapping):
         raise EventError(None, f"expected a JSON object, got {_json_type(obj)}")
     etype = obj.get("type")
@@ -190,11 +264,11 @@ def canonicalize(obj: Any) -> Canonical:
             raise EventError(name, f"expected a string, got {_json_type(value)}")
         if not value and name in NON_EMPTY:
             raise EventError(name, "must not be empty")
-        if _BAD_CONTROL_RE.search(value):
-            raise EventError(name, "contains a control character (NUL or other C0)")
         if name in TIMESTAMP_FIELDS:
             try:
                 value = canonical_timestamp(value)
+            except TimestampRangeError as exc:
+                raise EventError(name, str(exc)) from None
             except ValueError as exc:
                 raise EventError(name, f"unparsable timestamp {value!r}: {exc}") from None
         out[name] = value
@@ -205,9 +279,50 @@ def canonicalize(obj: Any) -> Canonical:
         if name not in out and name not in order:
             if not isinstance(name, str) or not name:
                 raise EventError(None, "empty field name")
+            # Only unknown fields can hold numbers, and an integer orjson could not hold
+            # became a float, in them or nested in them: only then look for one.
+            if (
+                line is not None
+                and type(value) in _INEXACT_TYPES
+                and _LONG_DIGIT_RUN in line.translate(_DIGITS_AS_ZERO)
+            ):
+                return _canonicalize(loads_exact(line), None)
             out[name] = value
-    raw = orjson.dumps(out)
-    return Canonical(etype, log_type, out["timestamp"], raw)
+    return Canonical(etype, log_type, out["timestamp"], _dumps(out))
+
+
+def _dumps(out: dict[str, Any]) -> bytes:
+    """The canonical bytes of a validated record."""
+    try:
+        raw = orjson.dumps(out)
+    except orjson.JSONEncodeError:
+        # A Python int beyond 64 bits (a caller's dict), nesting deeper than orjson
+        # writes, or a lone surrogate (only the exact path can produce one).
+        try:
+            raw = orjson.dumps(_exact_ints(out, 0))
+        except orjson.JSONEncodeError as exc:
+            raise EventError(None, f"cannot be stored as JSON: {exc}") from None
+    # Both lead bytes are rare in event text; find() of one byte is a memchr.
+    if not raw.isascii() and (raw.find(b"\xe2") >= 0 or raw.find(b"\xc2") >= 0):
+        for char, escape in _LINE_SEPARATORS:
+            if char in raw:
+                raw = raw.replace(char, escape)
+    return raw
+
+
+def _exact_ints(value: Any, depth: int) -> Any:
+    """``value`` with integers orjson cannot write as pre-serialised fragments."""
+    if depth > 256:  # orjson's own limit is lower: it will report the nesting
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if _INT_MIN <= value <= _INT_MAX else orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {k: _exact_ints(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact_ints(v, depth + 1) for v in value]
+    return value
 
 
 def parse_line(line: bytes) -> Canonical:
@@ -220,8 +335,58 @@ def parse_line(line: bytes) -> Canonical:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
+        if "infinity" in str(exc):  # 1e400: let the exact path say which number
+            return _canonicalize(loads_exact(line), None)
         raise EventError(None, f"invalid JSON: {exc}") from None
-    return canonicalize(obj)
+    return _canonicalize(obj, line)
+
+
+def loads_exact(line: bytes) -> Any:
+    """Decode one JSON line with integers of any size kept exact (as
+    :class:`orjson.Fragment` when orjson could not hold them), for :func:`canonicalize`.
+
+    Refuses what :func:`orjson.loads` refuses (invalid UTF-8, ``NaN``, bad syntax),
+    except that integers of any size are kept, a number beyond a 64-bit float (``1e400``)
+    is named, and a lone surrogate escape (``"\\ud800"``) is let through for
+    :func:`canonicalize` to refuse.
+
+    :raises EventError: invalid UTF-8 or JSON, or a number out of range.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})"
+        raise EventError(None, reason) from None
+    try:
+        return json.loads(
+            text, parse_int=_exact_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise EventError(None, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise EventError(None, "invalid JSON: nested too deeply") from None
+
+
+def _exact_int(text: str) -> int | orjson.Fragment:
+    # Twenty characters hold every 64-bit integer (with its sign); longer ones are
+    # beyond it, and int() would refuse past 4,300 digits anyway.
+    if len(text) <= 20:
+        value = int(text)
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+    return orjson.Fragment(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise EventError(None, f"number out of range: {text} (beyond a 64-bit float)")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    # The stdlib reads NaN and Infinity; JSON (and orjson) do not.
+    raise EventError(None, f"invalid JSON: {text} is not a JSON value")
 
 
 def all_log_types() -> frozenset[str]:
@@ -234,7 +399,7 @@ def _json_type(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | orjson.Fragment):
         return "a number"
     if isinstance(value, str):
         return "a string"

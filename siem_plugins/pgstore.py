@@ -9,9 +9,10 @@ any order, so id 101 can become visible before id 100; a reader that moved its c
 to 101 would lose 100 for ever. Here every writer takes one transaction-level advisory
 lock (:data:`INGEST_LOCK`) *before* it draws ids and keeps it until it commits, so ids
 become visible strictly in id order: when a reader sees id N, every id below N is
-either visible or never will be (rolled back). Writers are serialised only for the
-COPY of rows they validated beforehand, one chunk at a time (docs/deployment.md
-discusses the cost and the alternatives). External writers use :func:`append` or the
+either visible or never will be (rolled back). One :meth:`PostgresStore.append` (one
+input file of ``siem-plugins ingest``) is one transaction holding that lock, so a file is
+stored whole or not at all and other writers wait for it (docs/deployment.md discusses
+the cost and the alternatives). External writers use :func:`append` or the
 ``siem_append_lock()`` SQL function the migration creates.
 
 Reads stream through a server-side cursor, so memory stays flat whatever the backlog.
@@ -28,6 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from siem_plugins.events import Canonical, Event
+from siem_plugins.ingest import IngestRecord, IngestResult, Origin
 from siem_plugins.keys import check_account
 from siem_plugins.kinds import Range
 from siem_plugins.state import DeadLetter, Intent, StateError
@@ -94,8 +96,23 @@ CREATE TABLE IF NOT EXISTS siem_sync_run (
 CREATE INDEX IF NOT EXISTS siem_sync_run_integration ON siem_sync_run (integration, started);
 """,
     ),
-]
-MIGRATIONS.append(
+    (
+        3,
+        "stored input files (ingest is idempotent per file)",
+        """
+CREATE TABLE IF NOT EXISTS siem_ingest (
+    account   text NOT NULL,
+    sha256    text NOT NULL,
+    source    text NOT NULL,
+    lines     bigint NOT NULL,
+    stored    bigint NOT NULL,
+    first_id  bigint NOT NULL,
+    last_id   bigint NOT NULL,
+    stored_at timestamptz NOT NULL,
+    PRIMARY KEY (account, sha256)
+);
+""",
+    ),
     (
         4,
         "dead letters; sync runs per destination",
@@ -110,9 +127,14 @@ CREATE TABLE IF NOT EXISTS siem_dead_letter (
     PRIMARY KEY (integration, event_id)
 );
 """,
-    )
-)
+    ),
+]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+_SELECT_INGEST = (
+    "SELECT account, sha256, source, lines, stored, first_id, last_id,"
+    " to_char(stored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+    " FROM siem_ingest WHERE account=%s AND sha256=%s"
+)
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
 
 
@@ -131,11 +153,13 @@ def _psycopg() -> Any:
 
 
 def connect(url: str) -> Any:
+    """An autocommit connection. Its ``application_name`` is ``siem-plugins`` unless the
+    URL names one (``?application_name=...``), to tell processes apart in
+    ``pg_stat_activity``."""
     psycopg = _psycopg()
-    # The URL's own application_name wins: operators tell their processes apart by it.
-    named = "application_name" in psycopg.conninfo.conninfo_to_dict(url)
-    extra = {} if named else {"application_name": "siem-plugins"}
-    return psycopg.connect(url, autocommit=True, **extra)
+    if "application_name" in psycopg.conninfo.conninfo_to_dict(url):
+        return psycopg.connect(url, autocommit=True)
+    return psycopg.connect(url, autocommit=True, application_name="siem-plugins")
 
 
 def schema_version(conn: Any) -> int:
@@ -282,42 +306,86 @@ class PostgresStore:
         self._conns = _Conns(url)
         _check_schema(self._conns)
 
-    def append(self, account: str, records: Iterable[Canonical], *, chunk: int = 5000) -> Any:
-        """COPY validated records in, ``chunk`` rows per transaction, ids in commit order."""
-        from siem_plugins.builtin.store import IngestResult
+    def append(
+        self,
+        account: str,
+        records: Iterable[Canonical],
+        *,
+        chunk: int = 5000,
+        origin: Origin | None = None,
+        force: bool = False,
+    ) -> IngestResult:
+        """COPY validated records in, ``chunk`` rows at a time, all in one transaction that
+        holds :data:`INGEST_LOCK` from its start: all of them are stored or, on any error
+        (also one raised by ``records``, or a lost connection), none. Other writers wait
+        for the lock until this transaction ends.
 
+        With ``origin`` the file is recorded in ``siem_ingest`` in the same transaction;
+        if the account already has a file with the same SHA-256, everything is rolled
+        back and the result's ``already`` says when it was stored, unless ``force``.
+        """
+        psycopg = _psycopg()
         check_account(account)
         conn = self._conns.get()
         accepted = 0
         first: int | None = None
         last: int | None = None
+        already: IngestRecord | None = None
         rows: list[tuple[str, str, str, str, bytes]] = []
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT siem_append_lock()")
 
-        def flush() -> None:
-            nonlocal first, last
-            if not rows:
-                return
-            with conn.transaction():
-                conn.execute("SELECT siem_append_lock()")
-                with conn.cursor() as cur:
-                    with cur.copy(
-                        "COPY siem_event (account, type, log_type, ts, body) FROM STDIN"
-                    ) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    top = cur.execute("SELECT currval('siem_event_id_seq')").fetchone()[0]
-            if first is None:
-                first = top - len(rows) + 1
-            last = top
-            rows.clear()
+            def flush() -> None:
+                nonlocal accepted, first, last
+                with cur.copy(
+                    "COPY siem_event (account, type, log_type, ts, body) FROM STDIN"
+                ) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                top = cur.execute("SELECT currval('siem_event_id_seq')").fetchone()[0]
+                if first is None:
+                    first = top - len(rows) + 1
+                last = top
+                accepted += len(rows)
+                rows.clear()
 
-        for rec in records:
-            rows.append((account, rec.type, rec.log_type, rec.timestamp, rec.raw))
-            accepted += 1
-            if len(rows) >= chunk:
+            for rec in records:
+                rows.append((account, rec.type, rec.log_type, rec.timestamp, rec.raw))
+                if len(rows) >= chunk:
+                    flush()
+            if rows:
                 flush()
-        flush()
+            if origin is not None and accepted:
+                row = cur.execute(
+                    _SELECT_INGEST,
+                    (account, origin.sha256),
+                ).fetchone()
+                if row is not None and not force:
+                    already = IngestRecord(*row)
+                    raise psycopg.Rollback()
+                cur.execute(
+                    "INSERT INTO siem_ingest (account, sha256, source, lines, stored, first_id,"
+                    " last_id, stored_at) VALUES (%s,%s,%s,%s,%s,%s,%s,now())"
+                    " ON CONFLICT (account, sha256) DO UPDATE SET source=excluded.source,"
+                    " lines=excluded.lines, stored=excluded.stored, first_id=excluded.first_id,"
+                    " last_id=excluded.last_id, stored_at=excluded.stored_at",
+                    (account, origin.sha256, origin.name, origin.lines, accepted, first, last),
+                )
+        if already is not None:
+            return IngestResult(0, None, None, already=already)
         return IngestResult(accepted, first, last)
+
+    def ingested(self, account: str, sha256: str) -> IngestRecord | None:
+        """The record of a stored file (by its SHA-256), if the account has one."""
+        row = (
+            self._conns.get()
+            .execute(
+                _SELECT_INGEST,
+                (account, sha256),
+            )
+            .fetchone()
+        )
+        return IngestRecord(*row) if row is not None else None
 
     def plan(self, account: str, after_id: int, *, max_events: int, max_bytes: int) -> Range | None:
         return self._conns.run(

@@ -138,12 +138,17 @@ class TestS3Sink(SinkConformance):
 
 
 class TestJSONFormatter(FormatterConformance):
+    # The canonical bytes escape U+2028, U+2029 and NEL, and JSON every C0 control.
+    escapes_unicode_line_breaks = True
+
     @pytest.fixture
     def formatter(self) -> Formatter:
         return JSONFormatter.from_options(Options({}))
 
 
 class TestSyslogFormatter(FormatterConformance):
+    escapes_unicode_line_breaks = True
+
     @pytest.fixture(params=FRAMINGS)
     def formatter(self, request: pytest.FixtureRequest) -> Formatter:
         return SyslogFormatter.from_options(Options({"framing": request.param}))

@@ -652,6 +652,18 @@ def test_event_text_cannot_inject_headers(smtp_server: SMTPServer) -> None:
     ]
 
 
+def test_control_characters_ingest_keeps_are_shown_as_visible_escapes(
+    smtp_server: SMTPServer,
+) -> None:
+    # NUL, ESC (terminal colours), DEL and NEL are stored since events are never dropped
+    # for their text; the mail shows them as escapes, never raw.
+    record = dict(SEED_EVENTS[0], details="a\x00b\x1b[31mred\x7fdel\x85nel\u2029end")
+    build({"to": ADMINS}, smtp_table(smtp_server)).notify(make_digest([make_event(1, record)]))
+    body = body_of(smtp_server.messages[0].message)
+    assert "    Details: a\\x00b\\x1b[31mred\\x7fdel\\x85nel\\u2029end\n" in body
+    assert not any(c in body for c in "\x00\x1b\x7f\x85\u2029")
+
+
 def test_unsafe_message_id_is_replaced_by_a_stable_safe_one(smtp_server: SMTPServer) -> None:
     notifier = build({"to": ADMINS}, smtp_table(smtp_server))
     bad = "acme 1-3>\r\nBcc: evil@example.com"

@@ -4,6 +4,9 @@ Events are validated once, at ingest, and kept as canonical JSON bytes beside th
 columns the pipeline filters on. ``id`` is ``INTEGER PRIMARY KEY AUTOINCREMENT``: it only
 grows and is never reused, and a SQLite writer is serialised, so a reader can never see
 id N+1 committed before id N.
+
+One :meth:`SQLiteStore.append` is one transaction: an input file is stored whole or not
+at all, and the file's record in ``siem_ingest`` commits with its events.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from siem_plugins import hookimpl
 from siem_plugins.db import PerThread, connect_sqlite, is_postgres, sqlite_path
 from siem_plugins.events import Canonical, Event
+from siem_plugins.ingest import IngestRecord, IngestResult, Origin
 from siem_plugins.keys import check_account
 from siem_plugins.kinds import Range, Source, SourceSpec
 from siem_plugins.options import Options
@@ -37,7 +41,30 @@ CREATE TABLE IF NOT EXISTS siem_event (
     body     BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS siem_event_account_id ON siem_event (account, id);
+CREATE TABLE IF NOT EXISTS siem_ingest (
+    account   TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    lines     INTEGER NOT NULL,
+    stored    INTEGER NOT NULL,
+    first_id  INTEGER NOT NULL,
+    last_id   INTEGER NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (account, sha256)
+);
 """
+
+_SELECT_INGEST = (
+    "SELECT account, sha256, source, lines, stored, first_id, last_id, stored_at"
+    " FROM siem_ingest WHERE account=? AND sha256=?"
+)
+_RECORD_INGEST = (
+    "INSERT INTO siem_ingest (account, sha256, source, lines, stored, first_id, last_id,"
+    " stored_at) VALUES (?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (account, sha256) DO UPDATE SET source=excluded.source,"
+    " lines=excluded.lines, stored=excluded.stored, first_id=excluded.first_id,"
+    " last_id=excluded.last_id, stored_at=excluded.stored_at"
+)
 
 _READ_SPARSE = (
     "SELECT id, type, log_type, ts, body FROM siem_event WHERE account=? AND id>=? AND id<=?"
@@ -54,13 +81,6 @@ _RAW_DENSE = "SELECT body FROM siem_event WHERE +account=? AND id>=? AND id<=? O
 _PLAN_CHUNK = 50_000
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    accepted: int
-    first_id: int | None
-    last_id: int | None
-
-
 class SQLiteStore:
     """Append-only event store. Implements the :class:`~siem_plugins.kinds.Source` protocol."""
 
@@ -72,44 +92,74 @@ class SQLiteStore:
     # ------------------------------------------------------------------ writing
 
     def append(
-        self, account: str, records: Iterable[Canonical], *, chunk: int = 5000
+        self,
+        account: str,
+        records: Iterable[Canonical],
+        *,
+        chunk: int = 5000,
+        origin: Origin | None = None,
+        force: bool = False,
     ) -> IngestResult:
-        """Store validated records for ``account``, in order, committing every ``chunk``."""
+        """Store validated records for ``account``, in order, in one transaction: all of
+        them or, on any error (also one raised by ``records``), none.
+
+        The write lock is taken at the start (``BEGIN IMMEDIATE``) and held until the
+        last record is stored: other writers of the file, including a sync recording its
+        cursor, wait for it (up to the busy timeout). ``chunk`` rows are inserted at a
+        time, so memory stays bounded however many records come.
+
+        With ``origin`` (read once ``records`` is exhausted), the file is recorded in
+        ``siem_ingest`` in the same transaction; if the account already has a file with
+        the same SHA-256, everything is rolled back and the result's ``already`` says
+        when it was stored, unless ``force``.
+        """
         check_account(account)
         conn = self._conns.get()
         accepted = 0
         first: int | None = None
         last: int | None = None
         rows: list[tuple[str, str, str, str, bytes]] = []
-
-        def flush() -> None:
-            nonlocal first, last
-            if not rows:
-                return
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.executemany(
-                    "INSERT INTO siem_event (account, type, log_type, ts, body) VALUES (?,?,?,?,?)",
-                    rows,
-                )
-                del cur
-                top = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            if first is None:
-                first = top - len(rows) + 1
-            last = top
-            rows.clear()
-
-        for rec in records:
-            rows.append((account, rec.type, rec.log_type, rec.timestamp, rec.raw))
-            accepted += 1
-            if len(rows) >= chunk:
-                flush()
-        flush()
+        insert = "INSERT INTO siem_event (account, type, log_type, ts, body) VALUES (?,?,?,?,?)"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rec in records:
+                rows.append((account, rec.type, rec.log_type, rec.timestamp, rec.raw))
+                if len(rows) >= chunk:
+                    conn.executemany(insert, rows)
+                    accepted += len(rows)
+                    rows.clear()
+            if rows:
+                conn.executemany(insert, rows)
+                accepted += len(rows)
+                rows.clear()
+            if accepted:
+                # AUTOINCREMENT ids of one write transaction are consecutive.
+                last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+                first = last - accepted + 1
+            if origin is not None and accepted:
+                assert first is not None and last is not None
+                row = conn.execute(_SELECT_INGEST, (account, origin.sha256)).fetchone()
+                if row is not None and not force:
+                    conn.execute("ROLLBACK")
+                    return IngestResult(0, None, None, already=IngestRecord(*row))
+                record = (account, origin.sha256, origin.name, origin.lines, accepted)
+                conn.execute(_RECORD_INGEST, (*record, first, last, _now()))
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls a transaction back itself on some errors (disk full, I/O):
+            # a ROLLBACK then fails with "cannot rollback" and would hide the cause.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as exc:
+                    log.debug("rollback after a failed append failed too: %s", exc)
+            raise
         return IngestResult(accepted, first, last)
+
+    def ingested(self, account: str, sha256: str) -> IngestRecord | None:
+        """The record of a stored file (by its SHA-256), if the account has one."""
+        row = self._conns.get().execute(_SELECT_INGEST, (account, sha256)).fetchone()
+        return IngestRecord(*row) if row is not None else None
 
     # ------------------------------------------------------------------ reading
 
@@ -251,6 +301,10 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._conns.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def open_store(url: str) -> Any:
