@@ -102,7 +102,9 @@ class HECSink:
         raise HECError(message.replace(self._token, "***"))
 
     def describe(self) -> str:
-        return self.endpoint
+        # Where events go is the endpoint *and* the index/sourcetype: two integrations
+        # of one account may share an endpoint when they feed different indexes.
+        return f"{self.endpoint}?{urlencode(self.params)}"
 
     def open(self, key: str, meta: ObjectMeta) -> ObjectWriter:
         if meta.content_encoding not in (None, "gzip"):

@@ -366,7 +366,9 @@ def test_hec_sends_a_small_object_in_one_request_at_commit(
     assert req.body == data
     assert (receipt.key, receipt.size) == (KEY, len(data))
     assert receipt.location == f"{receiver.url}/services/collector/raw?{urlencode({'source': KEY})}"
-    assert sink.describe() == f"{receiver.url}/services/collector/raw"
+    assert sink.describe() == (
+        f"{receiver.url}/services/collector/raw?sourcetype=_json&index=security"
+    )
 
 
 def test_hec_splits_a_large_object_at_line_breaks(receiver: Receiver, host: PluginHost) -> None:
