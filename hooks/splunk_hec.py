@@ -28,7 +28,15 @@ import urllib.request
 import zlib
 from urllib.parse import urlencode, urlsplit
 
-from siem_plugins import ObjectMeta, ObjectReceipt, ObjectWriter, Options, SinkSpec, hookimpl
+from siem_plugins import (
+    ObjectMeta,
+    ObjectReceipt,
+    ObjectWriter,
+    Options,
+    SinkBase,
+    SinkSpec,
+    hookimpl,
+)
 
 MiB = 1024 * 1024
 #: Each request is built in memory: a larger one is a typo, not a tuning choice.
@@ -49,7 +57,10 @@ class HECError(RuntimeError):
     """Splunk refused a request or could not be reached. Never contains the token."""
 
 
-class HECSink:
+class HECSink(SinkBase):
+    # HEC cannot take back what it accepted: a replayed object is sent again.
+    stream = True
+
     def __init__(
         self,
         url: str,
@@ -101,7 +112,7 @@ class HECSink:
             message = f"{self.endpoint}: {getattr(exc, 'reason', exc)}"
         raise HECError(message.replace(self._token, "***"))
 
-    def describe(self) -> str:
+    def identity(self) -> str:
         # Where events go is the endpoint *and* the index/sourcetype: two integrations
         # of one account may share an endpoint when they feed different indexes.
         return f"{self.endpoint}?{urlencode(self.params)}"

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from siem_plugins import Digest, NotifierSpec, Options, __version__, hookimpl
+from siem_plugins import Digest, NotifierBase, NotifierSpec, Options, __version__, hookimpl
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_LISTED = 50
@@ -64,7 +64,7 @@ class WebhookError(RuntimeError):
     webhook URLs often carry a token in their path (Slack, Teams), so never the path."""
 
 
-class WebhookNotifier:
+class WebhookNotifier(NotifierBase):
     def __init__(
         self,
         url: str,
@@ -175,6 +175,10 @@ class WebhookNotifier:
             raise WebhookError(f"{self.origin}: cannot connect: {exc}") from None
         finally:
             conn.close()
+
+    def describe(self) -> str:
+        # The origin only: a webhook URL's path often holds a token.
+        return self.origin
 
     def close(self) -> None:
         pass

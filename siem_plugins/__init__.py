@@ -1,14 +1,16 @@
 """siem-plugins: ship device and account events to S3 and email the admins.
 
-The public API for plugin authors lives here: the :data:`hookimpl` marker, the
-:class:`Event` record, the four plugin kinds' descriptors and the package version.
+This namespace is the public API for plugin authors (docs/api.md lists every name, and
+a test keeps that page and ``__all__`` in step): the :data:`hookimpl` marker, the event
+record, the four kinds' contracts (protocols, base classes with defaults, descriptors),
+the values components see, the options reader and the errors to raise. The hooks
+themselves are specified in :mod:`siem_plugins.hookspecs`; the test kit for plugin
+authors is :mod:`siem_plugins.testing`. Everything else is internal and may change.
 """
 
 from __future__ import annotations
 
 import pluggy
-
-from siem_plugins.events import Event
 
 __version__ = "0.1.0"
 
@@ -17,30 +19,63 @@ PROJECT_NAME = "siem_plugins"
 #: Marker for hook implementations: ``@hookimpl def siem_register_sinks(): ...``
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-from siem_plugins.kinds import (  # noqa: E402  (needs hookimpl defined first? no: kept last for readability)
+# The contract imports nothing of this module but the marker above.
+from siem_plugins.events import Event  # noqa: E402
+from siem_plugins.kinds import (  # noqa: E402
+    DEFAULT_MAX_LISTED,
     Digest,
+    Formatter,
+    FormatterBase,
     FormatterSpec,
+    Intent,
+    Notifier,
+    NotifierBase,
+    NotifierError,
     NotifierSpec,
     ObjectMeta,
     ObjectReceipt,
     ObjectWriter,
+    Range,
+    RawFormat,
+    RawReader,
+    Sink,
+    SinkBase,
+    SinkError,
     SinkSpec,
+    Source,
+    SourceBase,
     SourceSpec,
 )
-from siem_plugins.options import ConfigError, Options  # noqa: E402
+from siem_plugins.options import ConfigError, Options, Secret  # noqa: E402
 
 __all__ = [
+    "DEFAULT_MAX_LISTED",
     "PROJECT_NAME",
     "ConfigError",
     "Digest",
     "Event",
+    "Formatter",
+    "FormatterBase",
     "FormatterSpec",
+    "Intent",
+    "Notifier",
+    "NotifierBase",
+    "NotifierError",
     "NotifierSpec",
     "ObjectMeta",
     "ObjectReceipt",
     "ObjectWriter",
     "Options",
+    "Range",
+    "RawFormat",
+    "RawReader",
+    "Secret",
+    "Sink",
+    "SinkBase",
+    "SinkError",
     "SinkSpec",
+    "Source",
+    "SourceBase",
     "SourceSpec",
     "__version__",
     "hookimpl",

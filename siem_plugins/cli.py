@@ -125,31 +125,50 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "name": info.name,
                 "origin": info.origin,
                 "version": info.version,
-                "provides": [{"kind": k, "name": n} for k, n in info.provides],
+                "provides": [
+                    {"kind": p.kind, "name": p.name, "description": p.description}
+                    for p in info.provides
+                ],
                 "hooks": info.hooks,
             }
         )
     failures = [{"name": f.name, "origin": f.origin, "error": f.error} for f in host.failures]
+    disabled = [{"name": d.name, "origin": d.origin} for d in host.skipped]
+    # A plugin that failed to load is an error a deployment check must see; one the
+    # operator disabled on purpose is not.
+    status = 1 if failures else 0
     if args.json:
-        print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
-        return 0
+        print(json.dumps({"plugins": rows, "failures": failures, "disabled": disabled}, indent=2))
+        return status
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     # Names, origins and errors come from third-party code: never let them be read as markup.
     table = Table(title="siem-plugins plugins")
-    for col in ("plugin", "provides (kind: name)", "origin", "hooks"):
+    for col in ("plugin", "provides (kind: name: description)", "origin", "hooks"):
         table.add_column(col)
     for row in rows:
-        provides = "\n".join(f"{p['kind']}: {p['name']}" for p in row["provides"]) or "-"
+        provides = (
+            "\n".join(
+                f"{p['kind']}: {p['name']}" + (f": {p['description']}" if p["description"] else "")
+                for p in row["provides"]
+            )
+            or "-"
+        )
         cells = (row["name"], provides, row["origin"], "\n".join(row["hooks"]))
         table.add_row(*(escape(str(c)) for c in cells))
     console = Console()
     console.print(table)
+    for d in host.skipped:
+        console.print(
+            f"[yellow]disabled[/yellow]: plugin {escape(repr(d.name))} ({escape(d.origin)}) "
+            "by SIEM_DISABLED_PLUGINS",
+            highlight=False,
+        )
     for f in host.failures:
         console.print(f"[red]not loaded[/red]: {escape(str(f))}", highlight=False)
-    return 0
+    return status
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -770,8 +789,10 @@ def build_parser() -> argparse.ArgumentParser:
         "plugins",
         parents=[common],
         help="list plugins and what they provide",
-        description="List every loaded plugin: what it provides, where it came "
-        "from, the hooks it implements; and the plugins that failed to load.",
+        description="List every loaded plugin: what it provides (with each component's "
+        "description), where it came from, the hooks it implements; then the plugins "
+        "disabled by SIEM_DISABLED_PLUGINS and those that failed to load. Exit status 1 "
+        "if any plugin failed to load.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)

@@ -40,21 +40,25 @@ import pluggy
 
 from siem_plugins import PROJECT_NAME, hookspecs
 from siem_plugins.kinds import (
-    KIND_OF,
+    FORMATTER,
+    KIND_NAMES,
+    KINDS,
+    NOTIFIER,
+    SINK,
+    SOURCE,
+    ComponentSpec,
     Digest,
     Formatter,
-    FormatterSpec,
+    Intent,
+    Kind,
     Notifier,
-    NotifierSpec,
     ObjectReceipt,
     Sink,
-    SinkSpec,
     Source,
-    SourceSpec,
-    Spec,
+    kind_named,
+    section_of,
 )
 from siem_plugins.options import Options
-from siem_plugins.state import Intent
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +66,7 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 DISABLED_ENV = "SIEM_DISABLED_PLUGINS"
 TRACE_ENV = "SIEM_TRACE_PLUGINS"
 
-_REGISTRATION_HOOKS: dict[str, str] = {
-    "source": "siem_register_sources",
-    "formatter": "siem_register_formatters",
-    "sink": "siem_register_sinks",
-    "notifier": "siem_register_notifiers",
-}
-_SPEC_TYPE: dict[str, type] = {kind: spec for spec, kind in KIND_OF.items()}
-
-S = TypeVar("S")
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -86,6 +82,15 @@ class LoadFailure:
 
 
 @dataclass
+class Provided:
+    """One component a plugin registered."""
+
+    kind: str
+    name: str
+    description: str
+
+
+@dataclass
 class PluginInfo:
     """A loaded plugin: where it came from and what it provides."""
 
@@ -93,14 +98,22 @@ class PluginInfo:
     origin: str  # "built-in", "package NAME VERSION", "file PATH"
     version: str | None
     hooks: list[str] = field(default_factory=list)
-    provides: list[tuple[str, str]] = field(default_factory=list)  # (kind, component name)
+    provides: list[Provided] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Disabled:
+    """A plugin not loaded because ``SIEM_DISABLED_PLUGINS`` names it."""
+
+    name: str
+    origin: str
 
 
 @dataclass(frozen=True)
 class Registered:
     """A component descriptor and the plugin that registered it."""
 
-    spec: Spec
+    spec: ComponentSpec[Any]
     plugin: str
 
 
@@ -118,6 +131,7 @@ class PluginHost:
         self.disabled = frozenset(disabled)
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[LoadFailure] = []
+        self.skipped: list[Disabled] = []
         self._registry: dict[str, dict[str, Registered]] | None = None
         self.hooks = Hooks(self.pm)
 
@@ -128,7 +142,7 @@ class PluginHost:
     ) -> bool:
         """Register one plugin object (module or instance). Returns whether it was kept."""
         if name in self.disabled:
-            log.info("plugin %r (%s) disabled by %s", name, origin, DISABLED_ENV)
+            self._skip(name, origin)
             return False
         if name in self.plugins:
             self._fail(
@@ -176,7 +190,7 @@ class PluginHost:
             version = dist.version if dist is not None else None
             origin = f"package {dist_name} {version or ''}".rstrip()
             if ep.name in self.disabled:
-                log.info("plugin %r (%s) disabled by %s", ep.name, origin, DISABLED_ENV)
+                self._skip(ep.name, origin)
                 continue
             try:
                 plugin = ep.load()
@@ -208,7 +222,7 @@ class PluginHost:
             name = path.stem
             origin = f"file {path}"
             if name in self.disabled:
-                log.info("plugin %r (%s) disabled by %s", name, origin, DISABLED_ENV)
+                self._skip(name, origin)
                 continue
             try:
                 source = _read_checked(path)
@@ -239,14 +253,19 @@ class PluginHost:
         self.failures.append(failure)
         log.warning("%s", failure)
 
+    def _skip(self, name: str, origin: str) -> None:
+        # Before import: a plugin named here never runs a line of its code.
+        self.skipped.append(Disabled(name, origin))
+        log.info("plugin %r (%s) disabled by %s", name, origin, DISABLED_ENV)
+
     # ------------------------------------------------------------------ registries
 
     def _build_registry(self) -> dict[str, dict[str, Registered]]:
-        registry: dict[str, dict[str, Registered]] = {kind: {} for kind in _REGISTRATION_HOOKS}
+        registry: dict[str, dict[str, Registered]] = {kind.name: {} for kind in KINDS}
         for info in self.plugins.values():
             info.provides.clear()
-        for kind, hook_name in _REGISTRATION_HOOKS.items():
-            caller = getattr(self.pm.hook, hook_name)
+        for kind in KINDS:
+            caller = getattr(self.pm.hook, kind.hook)
             # Called per plugin (not as one hook call) so a failure or a duplicate is
             # attributed to the plugin at fault. Registration runs once per process.
             for impl in caller.get_hookimpls():  # registration order
@@ -256,85 +275,97 @@ class PluginHost:
                     specs = list(impl.function() or ())
                 except Exception as exc:
                     self._fail(
-                        plugin_name, origin, f"{hook_name} raised {type(exc).__name__}: {exc}"
+                        plugin_name, origin, f"{kind.hook} raised {type(exc).__name__}: {exc}"
                     )
                     continue
                 for spec in specs:
-                    if not isinstance(spec, _SPEC_TYPE[kind]) or not isinstance(
-                        spec, SourceSpec | FormatterSpec | SinkSpec | NotifierSpec
-                    ):
+                    if not isinstance(spec, kind.spec):
                         self._fail(
                             plugin_name,
                             origin,
-                            f"{hook_name} returned "
-                            f"{type(spec).__name__}, expected {_SPEC_TYPE[kind].__name__}",
+                            f"{kind.hook} returned {type(spec).__name__}, "
+                            f"expected {kind.spec.__name__}",
                         )
                         continue
-                    taken = registry[kind].get(spec.name)
+                    taken = registry[kind.name].get(spec.name)
                     if taken is not None:
                         self._fail(
                             plugin_name,
                             origin,
-                            f"{kind} name {spec.name!r} is already "
+                            f"{kind.name} name {spec.name!r} is already "
                             f"registered by plugin {taken.plugin!r} "
                             f"({self.plugins[taken.plugin].origin}); report this to the "
                             f"authors of {plugin_name!r} (or disable one with "
                             f"{DISABLED_ENV})",
                         )
                         continue
-                    registry[kind][spec.name] = Registered(spec, plugin_name)
-                    self.plugins[plugin_name].provides.append((kind, spec.name))
+                    registry[kind.name][spec.name] = Registered(spec, plugin_name)
+                    self.plugins[plugin_name].provides.append(
+                        Provided(kind.name, spec.name, spec.description)
+                    )
         self._registry = registry
         return registry
 
     def registry(self, kind: str) -> dict[str, Registered]:
         reg = self._registry if self._registry is not None else self._build_registry()
-        return reg[kind]
+        return reg[kind_named(kind).name]
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.registry(kind))
 
-    def spec(self, kind: str, name: str, *, where: Options) -> Spec:
-        """The descriptor called ``name``, or a located error listing what is available."""
+    def spec(self, kind: str, name: str, *, where: Options) -> ComponentSpec[Any]:
+        """The descriptor called ``name``, or a located error listing what is available
+        (and which plugins failed to load or were disabled: one of them may be it)."""
         found = self.registry(kind).get(name)
         if found is not None:
             return found.spec
         message = f"unknown {kind} {name!r}; available: {', '.join(self.names(kind)) or 'none'}"
+        if self.skipped:
+            message += f"; plugins disabled by {DISABLED_ENV}: " + ", ".join(
+                f"{d.name} ({d.origin})" for d in self.skipped
+            )
         if self.failures:
             message += "; plugins that failed to load: " + "; ".join(str(f) for f in self.failures)
         raise where.error("type", message)
 
     # ------------------------------------------------------------------ builders
 
-    def _build(self, kind: str, name: str, options: Options, expect: type[S]) -> S:
-        spec = self.spec(kind, name, where=options)
+    def build(self, kind: Kind[C], name: str, options: Options) -> C:
+        """The component ``name`` of ``kind``, built from ``options`` exactly as a config
+        would (its factory, the contract check, then the unknown-key check)."""
+        spec = self.spec(kind.name, name, where=options)
         component = spec.factory(options)
-        if not isinstance(component, expect):
+        if not kind.accepts(component):
+            missing = _missing_members(component, kind)
             raise options.error(
                 "type",
-                f"{kind} plugin {name!r} built a "
-                f"{type(component).__name__}, which is not a {expect.__name__}",
+                f"{kind.name} plugin {name!r} built a {type(component).__name__}, which is "
+                f"not a {kind.contract}"
+                + (f" (it lacks: {', '.join(missing)})" if missing else ""),
             )
         options.finish()
         return component
 
     def source(self, name: str, options: Options) -> Source:
-        return self._build("source", name, options, Source)  # type: ignore[type-abstract]
+        return self.build(SOURCE, name, options)
 
     def formatter(self, name: str, options: Options) -> Formatter:
-        return self._build("formatter", name, options, Formatter)  # type: ignore[type-abstract]
+        return self.build(FORMATTER, name, options)
 
     def sink(self, name: str, options: Options) -> Sink:
-        return self._build("sink", name, options, Sink)  # type: ignore[type-abstract]
+        return self.build(SINK, name, options)
 
     def notifier(self, name: str, options: Options) -> Notifier:
-        return self._build("notifier", name, options, Notifier)  # type: ignore[type-abstract]
+        return self.build(NOTIFIER, name, options)
 
     def section_of(self, kind: str, name: str) -> str | None:
         found = self.registry(kind).get(name)
-        if found is None or not isinstance(found.spec, SinkSpec | NotifierSpec):
-            return None
-        return found.spec.section
+        return None if found is None else section_of(found.spec)
+
+
+def _missing_members(component: object, kind: Kind[Any]) -> list[str]:
+    """The members of ``kind``'s contract that ``component`` does not have."""
+    return [m for m in kind.members if not hasattr(component, m)]
 
 
 class Hooks:
@@ -498,13 +529,12 @@ def _import_source(path: Path, source: bytes, module_name: str) -> ModuleType:
 
 
 __all__ = [
-    "FormatterSpec",
+    "KIND_NAMES",
+    "Disabled",
     "Hooks",
     "LoadFailure",
-    "NotifierSpec",
     "PluginHost",
     "PluginInfo",
-    "SinkSpec",
-    "SourceSpec",
+    "Provided",
     "create_host",
 ]

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -261,6 +261,36 @@ class Options:
             raise self.error(key, f"expected {what}, got {self.got(key, value)}{hint}")
         return value
 
+    # Each reader is overloaded so that a plugin's factory sees the type it asked for: a
+    # value with a default or ``required=True`` is never ``None``.
+
+    @overload
+    def string(
+        self,
+        key: str,
+        default: str,
+        *,
+        required: bool = ...,
+        choices: Sequence[str] | None = ...,
+    ) -> str: ...
+    @overload
+    def string(
+        self,
+        key: str,
+        default: None = ...,
+        *,
+        required: Literal[True],
+        choices: Sequence[str] | None = ...,
+    ) -> str: ...
+    @overload
+    def string(
+        self,
+        key: str,
+        default: None = ...,
+        *,
+        required: bool = ...,
+        choices: Sequence[str] | None = ...,
+    ) -> str | None: ...
     def string(
         self,
         key: str,
@@ -268,9 +298,10 @@ class Options:
         *,
         required: bool = False,
         choices: Sequence[str] | None = None,
-    ) -> Any:
-        """A string setting; ``choices`` restricts it (the error lists them)."""
-        value = self._get(key, str, "a string", default, required)
+    ) -> str | None:
+        """A string setting; ``choices`` restricts it (the error lists them). Under a
+        secret key (``password``, ``token``, ...) it is a :class:`Secret`."""
+        value: str | None = self._get(key, str, "a string", default, required)
         if choices is not None and value is not None and value not in choices:
             shown = "" if is_secret_key(key) else f" {value!r}"
             raise self.error(key, f"unknown value{shown}; choose one of: {', '.join(choices)}")
@@ -278,11 +309,45 @@ class Options:
             return Secret(value)
         return value
 
+    @overload
+    def secret(self, key: str, *, required: Literal[True]) -> Secret: ...
+    @overload
+    def secret(self, key: str, *, required: bool = ...) -> Secret | None: ...
     def secret(self, key: str, *, required: bool = False) -> Secret | None:
         """A secret string (redacted in logs and printed config)."""
-        value = self._get(key, str, "a string", None, required)
+        value: str | None = self._get(key, str, "a string", None, required)
         return Secret(value) if value is not None else None
 
+    @overload
+    def integer(
+        self,
+        key: str,
+        default: int,
+        *,
+        required: bool = ...,
+        min: int | None = ...,
+        max: int | None = ...,
+    ) -> int: ...
+    @overload
+    def integer(
+        self,
+        key: str,
+        default: None = ...,
+        *,
+        required: Literal[True],
+        min: int | None = ...,
+        max: int | None = ...,
+    ) -> int: ...
+    @overload
+    def integer(
+        self,
+        key: str,
+        default: None = ...,
+        *,
+        required: bool = ...,
+        min: int | None = ...,
+        max: int | None = ...,
+    ) -> int | None: ...
     def integer(
         self,
         key: str,
@@ -291,13 +356,43 @@ class Options:
         required: bool = False,
         min: int | None = None,
         max: int | None = None,
-    ) -> Any:
+    ) -> int | None:
         """An integer setting within ``min``..``max``."""
-        value = self._get(key, int, "an integer", default, required)
+        value: int | None = self._get(key, int, "an integer", default, required)
         if value is not None:
             self._in_range(key, value, min, max)
         return value
 
+    @overload
+    def number(
+        self,
+        key: str,
+        default: float,
+        *,
+        required: bool = ...,
+        min: float | None = ...,
+        max: float | None = ...,
+    ) -> float: ...
+    @overload
+    def number(
+        self,
+        key: str,
+        default: None = ...,
+        *,
+        required: Literal[True],
+        min: float | None = ...,
+        max: float | None = ...,
+    ) -> float: ...
+    @overload
+    def number(
+        self,
+        key: str,
+        default: None = ...,
+        *,
+        required: bool = ...,
+        min: float | None = ...,
+        max: float | None = ...,
+    ) -> float | None: ...
     def number(
         self,
         key: str,
@@ -306,12 +401,12 @@ class Options:
         required: bool = False,
         min: float | None = None,
         max: float | None = None,
-    ) -> Any:
+    ) -> float | None:
         """A finite number (an integer or a float) within ``min``..``max``, as a float.
 
         TOML has ``nan`` and ``inf`` literals; neither is ever a valid setting (a ``nan``
         interval or timeout compares false with every bound)."""
-        value = self._get(key, (int, float), "a number", default, required)
+        value: int | float | None = self._get(key, (int, float), "a number", default, required)
         if value is None:
             return None
         try:
@@ -334,13 +429,31 @@ class Options:
         if high is not None and value > high:
             raise self.error(key, f"must be at most {high}{shown}")
 
-    def boolean(self, key: str, default: bool | None = None, *, required: bool = False) -> Any:
+    @overload
+    def boolean(self, key: str, default: bool, *, required: bool = ...) -> bool: ...
+    @overload
+    def boolean(self, key: str, default: None = ..., *, required: Literal[True]) -> bool: ...
+    @overload
+    def boolean(self, key: str, default: None = ..., *, required: bool = ...) -> bool | None: ...
+    def boolean(
+        self, key: str, default: bool | None = None, *, required: bool = False
+    ) -> bool | None:
         """``true`` or ``false`` (from the environment also yes/no, 1/0, any case)."""
-        return self._get(key, bool, "true or false", default, required)
+        value: bool | None = self._get(key, bool, "true or false", default, required)
+        return value
 
+    @overload
+    def strings(self, key: str, default: Sequence[str], *, required: bool = ...) -> list[str]: ...
+    @overload
+    def strings(self, key: str, default: None = ..., *, required: Literal[True]) -> list[str]: ...
+    @overload
+    def strings(
+        self, key: str, default: None = ..., *, required: bool = ...
+    ) -> list[str] | None: ...
     def strings(
         self, key: str, default: Sequence[str] | None = None, *, required: bool = False
     ) -> list[str] | None:
+        """A list of strings (a single string is a list of one)."""
         value = self._get(key, (list, str), "a list of strings", default, required)
         if value is None:
             return None

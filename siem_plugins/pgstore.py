@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 from siem_plugins.events import Canonical, Event
 from siem_plugins.ingest import IngestRecord, IngestResult, Origin
 from siem_plugins.keys import check_account
-from siem_plugins.kinds import Range
-from siem_plugins.state import DeadLetter, Intent, StateError
+from siem_plugins.kinds import Intent, Range
+from siem_plugins.state import DeadLetter, StateError
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
     Digest,
     Formatter,
+    Intent,
     Notifier,
     ObjectMeta,
     ObjectReceipt,
-    RawSource,
     Sink,
     Source,
 )
@@ -48,7 +48,6 @@ from siem_plugins.state import (
     NOTIFIER,
     REPLAY,
     SINK,
-    Intent,
     StateStore,
     open_state,
     worker_name,
@@ -58,7 +57,6 @@ log = logging.getLogger(__name__)
 
 #: The notifier scans at most this many new events per digest (one mail per range).
 NOTIFY_MAX_EVENTS = 1_000_000
-DEFAULT_MAX_LISTED = 200
 
 ProgressFn = Callable[[str, int], None]
 
@@ -182,12 +180,13 @@ class Integration:
 
     @property
     def notifier_label(self) -> str:
-        """The notifier for messages: its ``url`` if it has one (``smtp://host:port``)."""
-        return str(getattr(self.notifier, "url", self.config.notifier_name))
+        """The notifier for messages (``smtp://host:port``)."""
+        return self.notifier.describe()
 
     def fingerprint(self) -> str:
+        """What an object's key and bytes depend on (docs/delivery.md#config-changes)."""
         c = self.config
-        return f"{c.account}|{c.format_name}|{self.extension}|{self.sink.describe()}"
+        return f"{c.account}|{c.format_name}|{self.extension}|{self.sink.identity()}"
 
 
 @dataclass
@@ -295,7 +294,7 @@ class Runtime:
         for integ in self.integrations:
             if not integ.config.enabled:
                 continue  # checked when it is enabled: renaming one is a normal change
-            where = (integ.sink.describe(), integ.config.account, integ.extension)
+            where = (integ.sink.identity(), integ.config.account, integ.extension)
             other = seen.setdefault(where, integ)
             if other is not integ:
                 raise ConfigError(
@@ -727,15 +726,14 @@ class Pipeline:
     ) -> Generator[tuple[Any, int, Any]]:
         """The intent's events in batches as ``(batch, events read, format function)``:
         the raw fast path (stored JSON bytes, no Event objects) when asked for and both
-        the source and the formatter offer it (:class:`~siem_plugins.kinds.RawSource`,
-        ``RawFormatter``); else Event batches without the ``aside`` ids."""
+        the source and the formatter offer it (``Source.read_raw``,
+        ``Formatter.format_raw``); else Event batches without the ``aside`` ids."""
         source, formatter = self.rt.source, integ.formatter
         args = (integ.config.account, intent.first_id, intent.last_id)
         size = integ.config.batch_size
-        # A subclass opts out of an inherited fast path with ``format_raw = None``.
-        format_raw = getattr(formatter, "format_raw", None)
-        if raw and isinstance(source, RawSource) and callable(format_raw):
-            for raws in _read_ahead(lambda: source.read_raw(*args, batch_size=size)):
+        read_raw, format_raw = source.read_raw, formatter.format_raw
+        if raw and read_raw is not None and format_raw is not None:
+            for raws in _read_ahead(lambda: read_raw(*args, batch_size=size)):
                 yield raws, len(raws), format_raw
         else:
             for events in source.read(*args, batch_size=size):
@@ -836,7 +834,7 @@ class Pipeline:
                 return
 
     def _digest(self, integ: Integration, intent: Intent) -> Digest:
-        limit = int(getattr(integ.notifier, "max_listed", DEFAULT_MAX_LISTED))
+        limit = integ.notifier.max_listed
         listed: list[Event] = []
         counts: dict[str, int] = {}
         total = 0

@@ -132,7 +132,7 @@ def test_plugins_lists_builtins_and_broken_ones(tmp_path: Path) -> None:
         tmp_path / "hooks", files={"broken.py": "raise RuntimeError('boom at import')\n"}
     )
     proc = cli("plugins", "--json", "--plugins-dir", str(hooks), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a plugin failed to load
     data = json.loads(proc.stdout)
     provided = {(p["kind"], p["name"]) for row in data["plugins"] for p in row["provides"]}
     assert {
@@ -151,7 +151,7 @@ def test_plugins_lists_builtins_and_broken_ones(tmp_path: Path) -> None:
         }
     ]
     table = cli("plugins", "--plugins-dir", str(hooks), cwd=tmp_path)
-    assert table.returncode == 0 and "boom at import" in table.stdout
+    assert table.returncode == 1 and "boom at import" in table.stdout
 
 
 def test_no_config_is_a_clear_error(tmp_path: Path) -> None:

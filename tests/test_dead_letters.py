@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from siem_plugins import FormatterSpec, hookimpl
+from siem_plugins import FormatterBase, FormatterSpec, hookimpl
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.events import Event
 from siem_plugins.options import Options
@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 
 
-class PickyFormatter:
+class PickyFormatter(FormatterBase):
     """NDJSON that cannot format an event whose details say "boom" (unless tolerant);
     with ``fast``, it also offers the raw fast path, which fails on the same events."""
 

@@ -168,9 +168,11 @@ def test_the_examples_load_from_the_hooks_folder(
     host = create_host(Path("hooks"), entry_points=False, disabled=())
     assert host.failures == []
     assert host.plugins["webhook"].origin == "file hooks/webhook.py"
-    assert host.plugins["webhook"].provides == [("notifier", "webhook")]
+    assert [(p.kind, p.name) for p in host.plugins["webhook"].provides] == [("notifier", "webhook")]
     assert host.plugins["splunk_hec"].origin == "file hooks/splunk_hec.py"
-    assert host.plugins["splunk_hec"].provides == [("sink", "splunk_hec")]
+    assert [(p.kind, p.name) for p in host.plugins["splunk_hec"].provides] == [
+        ("sink", "splunk_hec")
+    ]
 
 
 def test_plugins_command_lists_the_examples_and_a_broken_plugin(tmp_path: Path) -> None:
@@ -188,13 +190,18 @@ def test_plugins_command_lists_the_examples_and_a_broken_plugin(tmp_path: Path) 
     proc = subprocess.run(
         [*run, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # one plugin failed to load
     listing = json.loads(proc.stdout)
     plugins = {p["name"]: p for p in listing["plugins"]}
     assert plugins["webhook"]["origin"] == "file hooks/webhook.py"
-    assert plugins["webhook"]["provides"] == [{"kind": "notifier", "name": "webhook"}]
+    assert [(p["kind"], p["name"]) for p in plugins["webhook"]["provides"]] == [
+        ("notifier", "webhook")
+    ]
+    assert "HMAC-signed" in plugins["webhook"]["provides"][0]["description"]
     assert plugins["splunk_hec"]["origin"] == "file hooks/splunk_hec.py"
-    assert plugins["splunk_hec"]["provides"] == [{"kind": "sink", "name": "splunk_hec"}]
+    assert [(p["kind"], p["name"]) for p in plugins["splunk_hec"]["provides"]] == [
+        ("sink", "splunk_hec")
+    ]
     assert listing["failures"] == [
         {
             "name": "broken",
@@ -203,7 +210,7 @@ def test_plugins_command_lists_the_examples_and_a_broken_plugin(tmp_path: Path) 
         }
     ]
     table = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert table.returncode == 0
+    assert table.returncode == 1
     assert (
         "plugin 'broken' (file hooks/broken.py) was not loaded: "
         "import failed: RuntimeError: broken on purpose"
@@ -645,7 +652,13 @@ def test_example_package_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     (plugin,) = [p for p in listing["plugins"] if p["name"] == "example"]
     assert plugin["origin"] == "package siem-plugins-example 0.1.0"
     assert plugin["version"] == "0.1.0"
-    assert plugin["provides"] == [{"kind": "formatter", "name": "csv"}]
+    assert plugin["provides"] == [
+        {
+            "kind": "formatter",
+            "name": "csv",
+            "description": "CSV, one record per event, fixed columns (columns = [...]), no header",
+        }
+    ]
     assert plugin["hooks"] == ["siem_register_formatters"]
 
     (tmp_path / "siem.toml").write_text(

@@ -342,7 +342,7 @@ def test_the_plugins_command_shows_a_refused_folder(tmp_path: Path) -> None:
     hooks.chmod(0o777)
     (tmp_path / "siem.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     proc = cli("plugins", "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the refused folder is a load failure
     assert json.loads(proc.stdout)["failures"] == [
         {
             "name": "hooks/*.py",

@@ -41,7 +41,7 @@ from typing import Any
 
 from siem_plugins import hookimpl
 from siem_plugins.events import ACCOUNT, DEVICE, Event
-from siem_plugins.kinds import Digest, NotifierSpec
+from siem_plugins.kinds import Digest, NotifierBase, NotifierSpec
 from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class _Mailbox:
         return Address(display_name=self.name, username=local, domain=domain)
 
 
-class EmailNotifier:
+class EmailNotifier(NotifierBase):
     """Sends one digest mail per sync. Implements :class:`~siem_plugins.kinds.Notifier`."""
 
     def __init__(
@@ -242,6 +242,10 @@ class EmailNotifier:
             raise options.error("ca_file", f"cannot load CA bundle {ca_file!r}: {exc}") from None
 
     # ------------------------------------------------------------------ Notifier
+
+    def describe(self) -> str:
+        """Where mail goes: ``smtp://host:port`` (``smtps://`` for implicit TLS)."""
+        return self.url
 
     @property
     def url(self) -> str:

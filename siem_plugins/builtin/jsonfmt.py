@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from siem_plugins import hookimpl
 from siem_plugins.events import Event
-from siem_plugins.kinds import FormatterSpec
+from siem_plugins.kinds import FormatterBase, FormatterSpec
 from siem_plugins.options import Options
 
 
-class JSONFormatter:
+class JSONFormatter(FormatterBase):
     extension = "json"
     content_type = "application/x-ndjson"
 
@@ -24,13 +24,15 @@ class JSONFormatter:
         return cls()
 
     def format(self, events: Sequence[Event]) -> bytes:
-        return self.format_raw([e.raw for e in events])
+        return _lines([e.raw for e in events])
 
     def format_raw(self, raws: Sequence[bytes]) -> bytes:
-        """The fast path (:class:`~siem_plugins.kinds.RawFormatter`): no Event objects."""
-        if not raws:
-            return b""
-        return b"\n".join(raws) + b"\n"
+        """The fast path (:attr:`~siem_plugins.Formatter.format_raw`): no Event objects."""
+        return _lines(raws)
+
+
+def _lines(raws: Sequence[bytes]) -> bytes:
+    return b"\n".join(raws) + b"\n" if raws else b""
 
 
 @hookimpl

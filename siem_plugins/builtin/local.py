@@ -12,11 +12,11 @@ import secrets
 from pathlib import Path
 
 from siem_plugins import hookimpl
-from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkSpec
+from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkBase, SinkSpec
 from siem_plugins.options import Options
 
 
-class LocalSink:
+class LocalSink(SinkBase):
     def __init__(self, root: Path, prefix: str = "") -> None:
         self.root = root
         self.prefix = prefix
@@ -32,6 +32,10 @@ class LocalSink:
                 "prefix", f"must be a relative path inside the folder, got {prefix!r}"
             )
         return cls(Path(path), prefix)
+
+    def identity(self) -> str:
+        # Absolute: "out" and "./out" started from one folder are the same place.
+        return str((self.root / self.prefix).resolve()) + "/"
 
     def describe(self) -> str:
         return str(self.root / self.prefix) if self.prefix else str(self.root)
@@ -51,9 +55,6 @@ class LocalSink:
         probe = self.root / f".siem-plugins-probe-{secrets.token_hex(6)}"
         probe.write_bytes(b"probe\n")
         probe.unlink()
-
-    def close(self) -> None:
-        pass
 
 
 class _FileWriter(ObjectWriter):

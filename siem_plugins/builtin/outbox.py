@@ -17,11 +17,11 @@ from siem_plugins.builtin.email import (
     EmailNotifier,
     _mailbox,
 )
-from siem_plugins.kinds import Digest, NotifierSpec
+from siem_plugins.kinds import Digest, NotifierBase, NotifierSpec
 from siem_plugins.options import Options
 
 
-class OutboxNotifier:
+class OutboxNotifier(NotifierBase):
     def __init__(self, folder: Path, builder: EmailNotifier) -> None:
         self.folder = folder
         self._builder = builder
@@ -69,8 +69,8 @@ class OutboxNotifier:
         if not os.access(self.folder, os.W_OK):
             raise PermissionError(f"{self.folder} is not writable")
 
-    def close(self) -> None:
-        pass
+    def describe(self) -> str:
+        return f"outbox {self.folder}"
 
 
 @hookimpl

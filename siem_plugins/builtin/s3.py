@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from siem_plugins import __version__, hookimpl
 from siem_plugins.config import parse_duration
 from siem_plugins.keys import parse_object_key
-from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkSpec
+from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter, SinkBase, SinkSpec
 from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret
 
 if TYPE_CHECKING:
@@ -352,7 +352,7 @@ def make_client(settings: S3Settings) -> S3Client:
 # --------------------------------------------------------------------------- sink
 
 
-class S3Sink:
+class S3Sink(SinkBase):
     """Writes objects to ``s3://bucket/prefix<key>``."""
 
     def __init__(self, settings: S3Settings, client: S3Client | None = None) -> None:
@@ -389,6 +389,11 @@ class S3Sink:
     @property
     def prefix(self) -> str:
         return self.settings.prefix
+
+    def identity(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}"
+        # The same bucket name on another S3-compatible service is another place.
+        return f"{where} at {self.settings.endpoint_url}" if self.settings.endpoint_url else where
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from siem_plugins import hookimpl
 from siem_plugins.events import Event
-from siem_plugins.kinds import FormatterSpec
+from siem_plugins.kinds import FormatterBase, FormatterSpec
 from siem_plugins.options import Options
 
 FRAMINGS = ("rfc5424", "rfc3164", "bare")
@@ -64,7 +64,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _HEADER_FIELD_RE = re.compile(r"[!-~]+\Z")
 
 
-class SyslogFormatter:
+class SyslogFormatter(FormatterBase):
     extension = "log"
     content_type = "text/plain; charset=utf-8"
 

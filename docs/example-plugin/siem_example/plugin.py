@@ -26,8 +26,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from siem_plugins import FormatterSpec, Options, hookimpl
-from siem_plugins.events import Event
+from siem_plugins import Event, FormatterBase, FormatterSpec, Options, hookimpl
 
 #: The default columns: the store's id, then the fields both event types carry, then
 #: the Device fields, then the Account fields. A field an event lacks is left empty.
@@ -72,7 +71,7 @@ def parse_line(line: bytes | str) -> list[str]:
     return [_ESCAPE.sub(_unescape, value) for value in row]
 
 
-class CSVFormatter:
+class CSVFormatter(FormatterBase):
     extension = "csv"
     # RFC 4180's optional "header" parameter tells readers there is no header line.
     content_type = "text/csv; charset=utf-8; header=absent"
