@@ -202,12 +202,12 @@ def test_smtp_section_supplies_defaults_and_notify_overrides() -> None:
             "subject_prefix": "[SIEM]",
         },
     )
-    assert notifier.host == "mail.example.com"
-    assert notifier.port == 587  # starttls default
+    assert notifier.settings.host == "mail.example.com"
+    assert notifier.settings.port == 587  # starttls default
     assert notifier.recipients == ["one@example.com"]
-    assert notifier.subject_prefix == "[acme]"
+    assert notifier.template.subject_prefix == "[acme]"
     assert notifier.max_listed == 200
-    assert notifier.timeout == 30.0
+    assert notifier.settings.timeout == 30.0
     assert notifier.url == "smtp://mail.example.com:587"
 
 
@@ -223,7 +223,7 @@ def test_default_port_follows_security(security: str, port: int, url: str) -> No
     notifier = build(
         {"to": ADMINS, "security": security}, {"host": "mail.example.com", "from": SENDER}
     )
-    assert (notifier.port, notifier.url) == (port, url)
+    assert (notifier.settings.port, notifier.url) == (port, url)
 
 
 def test_duplicate_recipients_are_sent_once() -> None:

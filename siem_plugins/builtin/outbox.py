@@ -1,8 +1,9 @@
 """The built-in ``outbox`` notifier: the email digest written as ``.eml`` files to a folder.
 
 For previews, air-gapped hosts (a relay picks the files up) and the demo: the message is
-exactly the one the ``email`` notifier would send. One file per digest, named after the
-id range, so a replayed digest overwrites itself instead of duplicating.
+rendered by the same :class:`~siem_plugins.builtin.mail.MailTemplate` the ``email``
+notifier sends. One file per digest, named after the id range, so a replayed digest
+overwrites itself instead of duplicating.
 """
 
 from __future__ import annotations
@@ -11,49 +12,29 @@ import os
 from pathlib import Path
 
 from siem_plugins import hookimpl
-from siem_plugins.builtin.email import (
-    DEFAULT_MAX_LISTED,
-    MAX_MAX_LISTED,
-    EmailNotifier,
-    _mailbox,
-)
+from siem_plugins.builtin.mail import MailTemplate, read_max_listed, read_recipients, read_sender
 from siem_plugins.kinds import Digest, NotifierBase, NotifierSpec
 from siem_plugins.options import Options
 
 
 class OutboxNotifier(NotifierBase):
-    def __init__(self, folder: Path, builder: EmailNotifier) -> None:
+    """Writes one ``.eml`` file per digest. Implements :class:`~siem_plugins.kinds.Notifier`."""
+
+    def __init__(self, folder: Path, template: MailTemplate) -> None:
         self.folder = folder
-        self._builder = builder
-        self.max_listed = builder.max_listed
+        self.template = template
+        self.max_listed = template.max_listed
 
     @classmethod
     def from_options(cls, options: Options) -> OutboxNotifier:
+        """The notifier for a ``notify`` table with ``path``, ``from``, ``to``, ``max_listed``."""
         folder = Path(options.string("path", required=True))
-        sender = options.string("from", required=True)
-        try:
-            _mailbox(sender)
-        except ValueError as exc:
-            raise options.error("from", str(exc)) from None
-        recipients = options.strings("to", required=True) or []
-        for i, rcpt in enumerate(recipients):
-            try:
-                _mailbox(rcpt)
-            except ValueError as exc:
-                raise options.error("to", f"item {i}: {exc}") from None
-        max_listed = options.integer("max_listed", DEFAULT_MAX_LISTED, min=0, max=MAX_MAX_LISTED)
-        try:
-            # Only its message builder is used: no connection is ever made.
-            builder = EmailNotifier(
-                "localhost",
-                sender=sender,
-                recipients=recipients,
-                security="none",
-                max_listed=max_listed,
-            )
-        except ValueError as exc:
-            raise options.error("to", str(exc)) from None
-        return cls(folder, builder)
+        sender = read_sender(options)
+        recipients = [mailbox for _, mailbox in read_recipients(options)]
+        max_listed = read_max_listed(options)
+        if not recipients:
+            raise options.error("to", "at least one recipient is needed")
+        return cls(folder, MailTemplate(sender, recipients, max_listed=max_listed))
 
     def notify(self, digest: Digest) -> None:
         target = (
@@ -61,7 +42,7 @@ class OutboxNotifier(NotifierBase):
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(self._builder.build_message(digest).as_bytes())
+        tmp.write_bytes(self.template.render(digest).as_bytes())
         os.replace(tmp, target)
 
     def probe(self) -> None:
