@@ -197,7 +197,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if rejected <= args.max_errors:
             print(f"rejected: {r}", file=sys.stderr)
         elif rejected == args.max_errors + 1:
-            print(f"(more rejections not shown; see --rejects)", file=sys.stderr)  # noqa: F541
+            print("(more rejections not shown; see --rejects)", file=sys.stderr)
         if rejects_file is not None:
             rejects_file.write(r.raw if r.raw.endswith(b"\n") else r.raw + b"\n")
 
@@ -363,12 +363,12 @@ def _progress_columns() -> Any:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from siem_plugins.pipeline import Pipeline
-    from siem_plugins.scheduler import on_signals
+    from siem_plugins.signals import stop_on_signals
 
     cfg = _config(args)
     assert cfg is not None
     stop = threading.Event()
-    restore = on_signals(stop)
+    restore = stop_on_signals(stop, exit_status=130)
     failed = 0
     try:
         with _runtime(args, cfg) as rt:
@@ -437,7 +437,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from siem_plugins.config import parse_duration
     from siem_plugins.options import Options
-    from siem_plugins.scheduler import Scheduler, on_signals
+    from siem_plugins.scheduler import Scheduler
+    from siem_plugins.signals import stop_on_signals
 
     cfg = _config(args)
     assert cfg is not None
@@ -448,7 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from siem_plugins.fleet import run_beat
 
         stop = threading.Event()
-        restore = on_signals(stop)
+        restore = stop_on_signals(stop, exit_status=130)
         try:
             return run_beat(Path(cfg.file), interval=interval, cycles=args.cycles, stop=stop)
         finally:

@@ -5,9 +5,10 @@ variable; that is how secrets stay out of the file. A missing variable is an err
 names the key. Secrets (keys such as ``password``, ``secret_access_key``) are redacted
 wherever the config is printed or logged.
 
-Components are not built here: :meth:`Config.build` asks the plugin host for each one
-by name, so a plugin's own settings are validated by the plugin, with the same located
-errors.
+Components are not built here: the runtime asks the plugin host for each one by name
+(:meth:`siem_plugins.host.PluginHost.build`), so a plugin's own settings are validated by
+the plugin, through the same :class:`~siem_plugins.options.Options` reader and with the
+same located errors.
 """
 
 from __future__ import annotations
@@ -95,6 +96,24 @@ class IntegrationConfig:
         return ParentTable("a key of [[integration]]", f"[integration.{part}]", self.keys)
 
 
+#: The Celery queue the fleet's tasks go through unless ``[celery] queue`` names another.
+DEFAULT_QUEUE = "siem"
+_QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sqs", "sentinel")
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    """``[celery]``: how ``run --executor celery`` and ``worker`` reach each other.
+
+    :ivar broker_url: the broker (Redis, RabbitMQ, ...); None when the table is absent.
+    :ivar queue: the queue of the sync tasks.
+    """
+
+    broker_url: str | None = None
+    queue: str = DEFAULT_QUEUE
+
+
 @dataclass
 class Config:
     """A loaded config: the top-level settings, the integrations, the data as loaded."""
@@ -110,6 +129,7 @@ class Config:
     store_options: Options = field(default_factory=Options)
     log_types: frozenset[str] = frozenset()
     integrations: list[IntegrationConfig] = field(default_factory=list)
+    celery: CeleryConfig = field(default_factory=CeleryConfig)
     data: Mapping[str, Any] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
 
@@ -292,6 +312,33 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     return config_from_dict(raw, file=file, base=path.parent, environ=environ)
 
 
+def _celery(top: Options, file: str) -> CeleryConfig:
+    """``[celery]``, validated (its keys are checked like every component's)."""
+    if "celery" not in top:
+        return CeleryConfig()
+    opts = Options(
+        top.table("celery"),
+        path="celery",
+        file=file,
+        ignore=(),
+        parent=ParentTable("a top-level key", "[celery]", frozenset(_TOP_KEYS)),
+    )
+    url = opts.string("broker_url")
+    if url is not None:
+        scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+        if scheme not in _BROKER_SCHEMES:
+            raise opts.error(
+                "broker_url",
+                f"expected a broker URL such as redis://host:6379/0 or amqp://user@host//, "
+                f"got a URL with scheme {scheme or 'none'!r} (known: {', '.join(_BROKER_SCHEMES)})",
+            )
+    queue = opts.string("queue", DEFAULT_QUEUE)
+    if not _QUEUE_RE.match(queue):
+        raise opts.error("queue", f"invalid queue name {queue!r}")
+    opts.finish()
+    return CeleryConfig(url, queue)
+
+
 def config_from_dict(
     raw: Mapping[str, Any],
     *,
@@ -323,6 +370,8 @@ def config_from_dict(
         ignore=("type", "log_types"),
         parent=ParentTable("a top-level key", "[store]", frozenset(_TOP_KEYS)),
     )
+
+    cfg.celery = _celery(top, file)
 
     # Other top-level tables are shared sections of plugins (``[smtp]``, ``[s3]``, a
     # third party's); they are checked against the loaded plugins in Config.check_sections.

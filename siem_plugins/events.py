@@ -389,11 +389,6 @@ def _no_constant(text: str) -> float:
     raise EventError(None, f"invalid JSON: {text} is not a JSON value")
 
 
-def all_log_types() -> frozenset[str]:
-    """Every log type known to the product (both event types)."""
-    return frozenset(t for types in KNOWN_LOG_TYPES.values() for t in types)
-
-
 def _json_type(value: object) -> str:
     if value is None:
         return "null"

@@ -29,18 +29,16 @@ from typing import Any
 
 from siem_plugins.config import Config, load_config
 from siem_plugins.options import ConfigError
-from siem_plugins.scheduler import wait_for_stop
+from siem_plugins.signals import wait_for_stop
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "siem_plugins.sync"
-DEFAULT_QUEUE = "siem"
 
 
 def broker_url(cfg: Config) -> str:
-    table = cfg.data.get("celery", {})
-    url = table.get("broker_url") if isinstance(table, dict) else None
-    if not isinstance(url, str) or not url:
+    url = cfg.celery.broker_url
+    if not url:
         raise ConfigError(
             "the celery executor needs [celery] broker_url (e.g. "
             '"redis://127.0.0.1:6379/0" or "amqp://guest:guest@127.0.0.1//")',
@@ -75,10 +73,9 @@ def make_app(config_path: Path, *, plugins_dir: Path | None = None) -> Any:
 
     cfg = load_config(config_path)
     check_fleet_config(cfg)
-    table = cfg.data.get("celery", {})
     app = Celery("siem_plugins", broker=broker_url(cfg), set_as_current=False)
     app.conf.update(
-        task_default_queue=table.get("queue", DEFAULT_QUEUE),
+        task_default_queue=cfg.celery.queue,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,  # a worker takes one sync at a time per process
         task_acks_late=False,  # a lost task is re-sent by the next tick anyway

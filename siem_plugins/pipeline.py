@@ -33,6 +33,7 @@ from siem_plugins.events import Event, canonicalize
 from siem_plugins.host import PluginHost
 from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
+    DestinationError,
     Digest,
     Formatter,
     Intent,
@@ -206,6 +207,8 @@ class SyncResult:
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     set_aside: dict[int, str] = field(default_factory=dict)
+    #: Destinations whose failure the destination called permanent (``DestinationError``).
+    permanent: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -530,6 +533,12 @@ class Pipeline:
     ) -> None:
         where = integ.sink.describe() if destination == SINK else integ.notifier_label
         message = f"integration {integ.name!r}: {destination} {where}: {doing}{_one_line(exc)}"
+        if isinstance(exc, DestinationError) and exc.permanent:
+            # Retried every cycle all the same: the fix is picked up as soon as it is made.
+            message += (
+                " (retrying will not help until the configuration or the destination changes)"
+            )
+            result.permanent.add(destination)
         result.errors[destination] = message
         log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
         self.rt.host.hooks.sync_failed(integration=integ.name, destination=destination, error=exc)

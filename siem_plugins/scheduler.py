@@ -16,15 +16,14 @@ in-flight objects: their intents stay recorded and the next start replays them.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from types import FrameType
 
 from siem_plugins.pipeline import Integration, Pipeline, Runtime, SyncResult
+from siem_plugins.signals import SIGNAL_POLL, stop_on_signals, wait_for_stop
 from siem_plugins.state import DESTINATIONS, SINK
 
 log = logging.getLogger(__name__)
@@ -128,58 +127,12 @@ class Scheduler:
             for pool in self._pools.values():
                 pool.shutdown(wait=True)
 
-    def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                log.warning(
-                    "second %s: abandoning in-flight syncs (their intents are "
-                    "replayed on the next start)",
-                    signal.Signals(signum).name,
-                )
-                raise SystemExit(0)
-            log.info("%s: finishing in-flight objects, then stopping", signal.Signals(signum).name)
-            self.stop.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, handler)
-
-
-# How often a waiting main thread wakes up to run pending signal handlers.
-SIGNAL_POLL = 0.2
-
-
-def wait_for_stop(stop: threading.Event, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``stop``; True if it was set.
-
-    In slices of SIGNAL_POLL rather than one wait: CPython runs signal handlers in the
-    main thread only, and a signal the kernel delivers to another thread (any busy one:
-    a sync, a read-ahead, an upload) does not interrupt a main thread blocked in a lock
-    wait. One long wait would sit out the whole interval with the SIGTERM pending;
-    between slices the interpreter runs the pending handler, which sets ``stop``.
-    """
-    deadline = time.monotonic() + max(0.0, seconds)
-    while not stop.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        stop.wait(min(left, SIGNAL_POLL))
-    return True
-
-
-def on_signals(stop: threading.Event) -> Callable[[], None]:
-    """Set ``stop`` on SIGTERM/SIGINT; returns a function restoring the old handlers."""
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise SystemExit(130)
-        stop.set()
-
-    for sig in old:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-    return restore
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT stop the loop; a second one abandons the in-flight syncs."""
+        return stop_on_signals(
+            self.stop,
+            exit_status=0,
+            first="{signal}: finishing in-flight objects, then stopping",
+            second="second {signal}: abandoning in-flight syncs (their intents are replayed "
+            "on the next start)",
+        )

@@ -655,3 +655,35 @@ def test_no_suggestion_without_a_close_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         build(path)
     assert str(info.value) == f"{path}: integration[0].sink.zzz: unknown setting 'zzz'"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            '[celery]\nbrokr_url = "redis://127.0.0.1:6379/0"\n',
+            "celery.brokr_url: unknown setting 'brokr_url'",
+        ),
+        (
+            '[celery]\nbroker_url = "http://127.0.0.1:6379/0"\n',
+            "celery.broker_url: expected a broker URL such as redis://",
+        ),
+        ('[celery]\nqueue = "no spaces"\n', "celery.queue: invalid queue name 'no spaces'"),
+        ("[celery]\nbroker_url = 6379\n", "celery.broker_url: expected a string"),
+    ],
+    ids=["typo", "scheme", "queue", "type"],
+)
+def test_the_celery_table_is_checked_like_any_other(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config(write(tmp_path, BASE + table))
+
+
+def test_the_celery_table_is_parsed_in_the_config_layer(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, BASE + '[celery]\nbroker_url = "amqp://guest@127.0.0.1//"\nqueue = "q1"\n')
+    )
+    assert (cfg.celery.broker_url, cfg.celery.queue) == ("amqp://guest@127.0.0.1//", "q1")
+    plain = load_config(write(tmp_path, BASE))
+    assert (plain.celery.broker_url, plain.celery.queue) == (None, "siem")

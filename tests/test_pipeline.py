@@ -424,3 +424,46 @@ def test_two_integrations_that_would_overwrite_each_other_are_refused(
         {**b, "enabled": False},
     ):
         runtime(siem_store.path, [a, variant]).close()
+
+
+def test_a_permanent_failure_says_retrying_will_not_help(
+    tmp_path: Path, siem_store: SQLiteStore, siem_events: Events
+) -> None:
+    from siem_plugins import NotifierBase, NotifierError, NotifierSpec
+
+    class Refusing(NotifierBase):
+        def __init__(self, permanent: bool) -> None:
+            self.permanent = permanent
+
+        def describe(self) -> str:
+            return "refusing://"
+
+        def notify(self, digest: object) -> None:
+            raise NotifierError("550 no such mailbox", permanent=self.permanent, code=550)
+
+        def probe(self) -> None: ...
+
+    class Plugin:
+        @hookimpl
+        def siem_register_notifiers(self) -> list[NotifierSpec]:
+            return [
+                NotifierSpec(
+                    "refusing", lambda options: Refusing(options.boolean("permanent", False))
+                )
+            ]
+
+    ingest(siem_store, "acme", numbered(siem_events(50)))
+    for permanent in (True, False):
+        notify = {"type": "refusing", "permanent": permanent, "events": ["exempt_all", "config"]}
+        integ = integration(f"p-{permanent}".lower(), local(tmp_path), notify=notify)
+        rt = runtime(siem_store.path, [{**integ, "account": "acme"}], [("refusing", Plugin())])
+        try:
+            result = Pipeline(rt).sync(rt.integrations[0])
+        finally:
+            rt.close()
+        assert result.errors[NOTIFIER].startswith(
+            f"integration 'p-{str(permanent).lower()}': notifier refusing://: 550 no such mailbox"
+        )
+        hint = "retrying will not help until the configuration or the destination changes"
+        assert (hint in result.errors[NOTIFIER]) is permanent
+        assert result.permanent == ({NOTIFIER} if permanent else set())
