@@ -14,11 +14,12 @@ Splunk <token>``, in requests of at most ``max_request_bytes`` that always end a
 break (a gzip-compressed integration is decompressed on the way). The object key is
 the events' ``source``.
 
-HEC is NOT all-or-nothing: a request Splunk accepted cannot be taken back. An object
-that fits one request is sent at commit, so it arrives whole or not at all; a larger
-one is sent as it is written, and a failure part-way leaves its first chunks indexed.
-The pipeline then replays the same object (same key, same bytes), so chunks can arrive
-twice: deduplicate on ``source`` plus the event's content or id.
+HEC is a *stream* destination (``stream = True``, docs/plugins.md#stream-sinks), not
+all-or-nothing: a request Splunk accepted cannot be taken back. An object that fits one
+request is sent at commit, so it arrives whole or not at all; a larger one is sent as it
+is written, always in whole lines, and a failure part-way leaves its first chunks
+indexed. The pipeline then replays the same object (same key, same bytes), so lines can
+arrive twice: deduplicate on ``source`` plus the event's content or id.
 """
 
 from __future__ import annotations
@@ -130,9 +131,6 @@ class HECSink(SinkBase):
         except HECError as exc:
             if '"code":5' not in str(exc).replace(" ", ""):
                 raise
-
-    def close(self) -> None:
-        pass
 
 
 class _HECWriter(ObjectWriter):

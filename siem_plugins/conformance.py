@@ -18,9 +18,12 @@ do not start with ``Test``, so pytest only collects your subclasses::
 What each suite needs from you (fixtures, all function-scoped; each test must start
 from an empty destination):
 
-* :class:`SinkConformance`: ``sink``, ``read_object``; optionally ``list_keys`` (every
-  key under the destination, temporary or in-progress ones included) and
-  ``read_metadata`` (the user metadata stored with an object).
+* :class:`SinkConformance` (an object store, ``stream = False``): ``sink``,
+  ``read_object``; optionally ``list_keys`` (every key under the destination, temporary
+  or in-progress ones included) and ``read_metadata`` (the user metadata stored with an
+  object).
+* :class:`StreamSinkConformance` (a stream, ``stream = True``): ``sink``, ``received``
+  (everything the destination got so far, as bytes).
 * :class:`FormatterConformance`: ``formatter``.
 * :class:`NotifierConformance`: ``notifier``, ``delivered`` (what arrived so far).
 * :class:`SourceConformance`: ``source``, ``append`` (store events for an account,
@@ -69,6 +72,7 @@ __all__ = [
     "NotifierConformance",
     "SinkConformance",
     "SourceConformance",
+    "StreamSinkConformance",
     "digest_of",
     "events_from_dicts",
     "hostile_event_dicts",
@@ -397,9 +401,13 @@ class SinkConformance:
         expected = meta.as_metadata()
         assert {k: stored.get(k) for k in expected} == expected
 
-    def test_describe(self, sink: Sink) -> None:
-        where = sink.describe()
-        assert isinstance(where, str) and where.strip()
+    def test_is_an_object_store_with_an_identity(self, sink: Sink) -> None:
+        assert sink.stream is False, (
+            "a sink with stream = True keeps the stream contract: use StreamSinkConformance"
+        )
+        for text in (sink.identity(), sink.describe()):
+            assert isinstance(text, str) and text.strip()
+        assert sink.identity() == sink.identity(), "identity() must be stable"
 
     def test_probe_succeeds_and_leaves_nothing(
         self, sink: Sink, list_keys: ListKeys | None
@@ -407,6 +415,134 @@ class SinkConformance:
         sink.probe()  # raises on failure
         if list_keys is not None:
             assert list_keys() == [], "probe() left its probe object behind"
+
+
+# --------------------------------------------------------------------------- stream sinks
+
+
+Received = Callable[[], bytes]
+
+
+class StreamSinkConformance:
+    """The :class:`~siem_plugins.kinds.Sink` contract for a *stream* destination
+    (``stream = True``: syslog over TCP, an HTTP event collector, Kafka), which cannot
+    take back what it sent, so a replayed object arrives again: at least once.
+
+    The rules (docs/plugins.md#stream-sinks): every line arrives whole, never split or
+    merged with another, in order; what was sent stays sent (``abort()`` stops, it does
+    not undo) and no partial line is ever sent; a replay sends the same lines again;
+    ``write()`` gets gzip-compressed bytes unless the integration says otherwise, and the
+    destination receives lines; ``probe()`` sends no event.
+
+    Fixtures to provide: ``sink`` and ``received`` (``() -> bytes``: everything the
+    destination has received so far, in order, as the lines a reader there sees).
+    """
+
+    #: Bytes written before the suite expects the sink to have sent something: raise it
+    #: above your sink's buffer (for a sink that sends at commit only, any size works).
+    large_object_size: int = 3 * MiB
+
+    @pytest.fixture
+    def sink(self) -> Sink:
+        raise NotImplementedError("define a `sink` fixture in your StreamSinkConformance subclass")
+
+    @pytest.fixture
+    def received(self) -> Received:
+        raise NotImplementedError("define a `received` fixture returning () -> bytes")
+
+    @staticmethod
+    def meta(count: int, *, encoding: str | None = None) -> ObjectMeta:
+        return ObjectMeta(
+            integration="conformance",
+            account="acme",
+            first_id=1,
+            last_id=count,
+            count=count,
+            format="json",
+            content_type="application/x-ndjson",
+            content_encoding=encoding,
+        )
+
+    @staticmethod
+    def key() -> str:
+        return object_key("acme", "2022-07-15T085512Z", 1, 5, "json")
+
+    @staticmethod
+    def odd_chunks(data: bytes, seed: int = 3) -> list[bytes]:
+        """``data`` cut at random places, mid-line and mid-character."""
+        rng, chunks, pos = random.Random(seed), [], 0
+        while pos < len(data):
+            step = rng.randrange(1, 97)
+            chunks.append(data[pos : pos + step])
+            pos += step
+        return chunks
+
+    # ------------------------------------------------------------------ tests
+
+    def test_declares_a_stream(self, sink: Sink) -> None:
+        assert sink.stream is True, "an object store keeps SinkConformance's contract"
+        for text in (sink.identity(), sink.describe()):
+            assert isinstance(text, str) and text.strip()
+
+    def test_commit_delivers_every_line_once_in_order(self, sink: Sink, received: Received) -> None:
+        data = _ndjson(sample_events(40))
+        with sink.open(self.key(), self.meta(40)) as writer:
+            for chunk in self.odd_chunks(data):
+                writer.write(chunk)
+            receipt = writer.commit()
+        assert received() == data
+        assert receipt.size == len(data) and receipt.key == self.key()
+
+    def test_lines_arrive_whole_while_a_large_object_is_written(
+        self, sink: Sink, received: Received
+    ) -> None:
+        events = sample_events(200)
+        line = _ndjson(events)
+        data = line * (self.large_object_size // len(line) + 1)
+        seen_before_commit = b""
+        with sink.open(self.key(), self.meta(len(data.splitlines()))) as writer:
+            for chunk in self.odd_chunks(data, seed=5):
+                writer.write(chunk)
+                got = received()
+                assert not got or got.endswith(b"\n"), "a partial line was sent"
+                seen_before_commit = got
+            writer.commit()
+        assert received() == data
+        assert data.startswith(seen_before_commit)
+
+    def test_gzip_objects_arrive_as_lines(self, sink: Sink, received: Received) -> None:
+        import gzip
+
+        data = _ndjson(sample_events(30))
+        packed = gzip.compress(data, mtime=0)
+        with sink.open(self.key(), self.meta(30, encoding="gzip")) as writer:
+            for chunk in self.odd_chunks(packed):
+                writer.write(chunk)
+            writer.commit()
+        assert received() == data
+
+    def test_a_replay_sends_the_same_lines_again(self, sink: Sink, received: Received) -> None:
+        data = _ndjson(sample_events(10))
+        for _ in range(2):
+            with sink.open(self.key(), self.meta(10)) as writer:
+                writer.write(data)
+                writer.commit()
+        assert received() == data + data  # at least once, and whole
+
+    def test_abort_sends_no_partial_line(self, sink: Sink, received: Received) -> None:
+        data = _ndjson(sample_events(10))
+        writer = sink.open(self.key(), self.meta(10))
+        writer.write(data[: len(data) // 2 + 7])  # ends mid-line
+        writer.abort()
+        writer.abort()
+        got = received()
+        assert not got or (got.endswith(b"\n") and data.startswith(got))
+
+    def test_probe_sends_no_event(self, sink: Sink, received: Received) -> None:
+        sink.probe()  # raises on failure
+        assert not [line for line in received().splitlines() if b"log_type" in line], (
+            "probe() sent an event"
+        )
 
 
 # --------------------------------------------------------------------------- formatters
@@ -522,6 +658,21 @@ class FormatterConformance:
             text = self.decode_line(line)
             # Both the start and the end marker in the same line: nothing split it.
             assert f"[siem-{i:04d}] before" in text and f"after [/siem-{i:04d}]" in text
+
+    def test_hostile_text_in_any_field_never_splits_a_line(self, formatter: Formatter) -> None:
+        """Every string field may end up in a header (a syslog HOSTNAME, a CEF extension,
+        a CSV column): line breaks and controls in any of them, known or unknown, must
+        stay inside the record."""
+        dicts: list[dict[str, Any]] = []
+        for text in (*CONTROL_TEXTS, *INJECTION_TEXTS):
+            for base in (_device("ok"), _account("ok")):
+                for field in base:
+                    if field in ("type", "log_type", "timestamp", "last_seen"):
+                        continue  # validated at ingest: no free text can get there
+                    dicts.append({**base, field: text})
+                dicts.append({**base, "extra_field": text, text[:20]: "as a field name"})
+        events = events_from_dicts(dicts)
+        self.lines(formatter.format(events), len(events), formatter)
 
     def test_a_64_kib_field_stays_one_line(self, formatter: Formatter) -> None:
         big = ("x" * 1000 + "\n") * 60

@@ -50,6 +50,7 @@ from siem_plugins.conformance import (  # noqa: E402, F401 (re-exported, after t
     NotifierConformance,
     SinkConformance,
     SourceConformance,
+    StreamSinkConformance,
 )
 
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ The drop-ins talk to a real HTTP server on 127.0.0.1 that records every request;
 package is built and installed into a fresh virtual environment, where the installed
 ``siem-plugins`` command lists it and syncs with it.
 
-The HEC sink does not run the sink conformance suite: HEC cannot take back a request it
+The HEC sink runs the stream-sink conformance suite: HEC cannot take back a request it
 accepted, so an object larger than one request is not all-or-nothing (its docstring says
-so) and Splunk offers no way to read an object back.
+so): it is a stream destination, at least once, every line whole.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 import sysconfig
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +44,7 @@ from siem_plugins.host import PluginHost, create_host
 from siem_plugins.kinds import Notifier, ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.pipeline import Pipeline, Runtime
-from siem_plugins.testing import NotifierConformance
+from siem_plugins.testing import NotifierConformance, StreamSinkConformance
 from tests.helpers import drop_in_folder, ingest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,6 +343,20 @@ class TestWebhookConformance(NotifierConformance):
 
 
 # --------------------------------------------------------------------------- Splunk HEC
+
+
+class TestHECStreamConformance(StreamSinkConformance):
+    """HEC cannot take back a request it accepted: a stream sink, at least once."""
+
+    large_object_size = 64 * 1024  # far above the 2 KiB requests below
+
+    @pytest.fixture
+    def sink(self, receiver: Receiver, host: PluginHost) -> Sink:
+        return hec(host, receiver.url, max_request_bytes=2048)
+
+    @pytest.fixture
+    def received(self, receiver: Receiver) -> Callable[[], bytes]:
+        return lambda: b"".join(r.body for r in receiver.requests)
 
 
 def hec(host: PluginHost, url: str, **options: Any) -> Sink:
@@ -696,4 +710,4 @@ notify = {{ type = "outbox", path = "{tmp_path}/outbox", from = "siem@example.co
         timeout=120,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "12 passed" in tests.stdout
+    assert "13 passed" in tests.stdout
