@@ -18,8 +18,12 @@ use them pays nothing:
   127.0.0.1:5432, database ``test``); if it is unreachable the test fails, it is not skipped.
 
 It also re-exports the conformance suites of :mod:`siem_plugins.conformance`
-(``SinkConformance``, ``FormatterConformance``, ``NotifierConformance``,
-``SourceConformance``): subclass one in a test module and provide its fixtures.
+(``SinkConformance``, ``StreamSinkConformance``, ``FormatterConformance``,
+``NotifierConformance``, ``SourceConformance``): subclass one in a test module and
+provide its fixtures; their event helpers (``sample_events``, ``events_from_dicts``,
+``digest_of``); and a harness that runs a plugin as siem-plugins would:
+``store_events(store, account, dicts)``, ``build(kind, name, options, plugins_dir=...)``
+and ``sync_once(config, plugins_dir=...)`` (a ``SyncResult`` per integration).
 """
 
 from __future__ import annotations
@@ -51,10 +55,32 @@ from siem_plugins.conformance import (  # noqa: E402, F401 (re-exported, after t
     SinkConformance,
     SourceConformance,
     StreamSinkConformance,
+    digest_of,
+    events_from_dicts,
+    sample_events,
 )
+
+# The harness imports the whole shipper: loaded on first use only, so that a pytest run
+# that merely has siem-plugins installed pays nothing for this plugin.
+_HARNESS = {"build", "store_events", "sync_once"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HARNESS:
+        from siem_plugins.testkit import harness
+
+        return getattr(harness, name)
+    if name == "SyncResult":
+        from siem_plugins.pipeline import SyncResult
+
+        return SyncResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if TYPE_CHECKING:
     from siem_plugins.builtin.store import SQLiteStore
+    from siem_plugins.pipeline import SyncResult  # noqa: F401 (lazy re-export, below)
+    from siem_plugins.testkit.harness import build, store_events, sync_once  # noqa: F401
     from siem_plugins.testkit.smtpserver import SMTPServer
 
 #: The account ``smtp_tls_server`` accepts.
