@@ -32,6 +32,18 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("siem_plugins")
 
+__all__ = [
+    "hookspec",
+    "siem_notified",
+    "siem_object_written",
+    "siem_register_formatters",
+    "siem_register_notifiers",
+    "siem_register_sinks",
+    "siem_register_sources",
+    "siem_sync_failed",
+    "siem_sync_started",
+]
+
 
 # --------------------------------------------------------------------------- registration
 

@@ -49,7 +49,7 @@ from siem_plugins.testkit.fixtures_s3 import (  # noqa: F401 (re-exported fixtur
 # for readable messages. This must happen before the module is first imported.
 pytest.register_assert_rewrite("siem_plugins.conformance")
 
-from siem_plugins.conformance import (  # noqa: E402, F401 (re-exported, after the rewrite hook)
+from siem_plugins.conformance import (  # noqa: E402 (re-exported, after the rewrite hook)
     FormatterConformance,
     NotifierConformance,
     SinkConformance,
@@ -79,9 +79,36 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from siem_plugins.builtin.store import SQLiteStore
-    from siem_plugins.pipeline import SyncResult  # noqa: F401 (lazy re-export, below)
-    from siem_plugins.testkit.harness import build, store_events, sync_once  # noqa: F401
+    from siem_plugins.pipeline import SyncResult
+    from siem_plugins.testkit.harness import build, store_events, sync_once
     from siem_plugins.testkit.smtpserver import SMTPServer
+
+__all__ = [
+    "DEFAULT_PG_URL",
+    "SMTP_PASSWORD",
+    "SMTP_USER",
+    "FormatterConformance",
+    "NotifierConformance",
+    "SinkConformance",
+    "SourceConformance",
+    "StreamSinkConformance",
+    "SyncResult",
+    "build",
+    "digest_of",
+    "events_from_dicts",
+    "pg_url",
+    "s3_bucket",
+    "s3_fast_retries",
+    "s3_faults",
+    "s3_server",
+    "sample_events",
+    "siem_events",
+    "siem_store",
+    "smtp_server",
+    "smtp_tls_server",
+    "store_events",
+    "sync_once",
+]
 
 #: The account ``smtp_tls_server`` accepts.
 SMTP_USER = "siem"
