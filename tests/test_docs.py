@@ -51,10 +51,15 @@ def test_the_guides_sink_is_under_50_lines_and_passes_its_tests(tmp_path: Path) 
 
 def test_plugins_written_against_the_docs_type_check_strictly(tmp_path: Path) -> None:
     """siem_plugins ships py.typed: a plugin author's mypy --strict sees the contract's
-    real types, and a plugin that follows the docs passes (the guide's sink, the
-    examples in hooks/ and the example package)."""
+    real types, and a plugin that follows the docs passes (the guide's sink, the hook
+    reference's notifier, the examples in hooks/ and the example package)."""
     (sink,) = python_blocks("A complete drop-in sink")
     (tmp_path / "http_put.py").write_text(sink)
+    hooks_md = (REPO / "docs" / "hooks.md").read_text()
+    (digest_file,) = [
+        b for b in re.findall(r"```python\n(.*?)```", hooks_md, re.S) if "class DigestFile" in b
+    ]
+    (tmp_path / "digest_file.py").write_text(digest_file)
     for example in (REPO / "hooks").glob("*.py"):
         (tmp_path / example.name).write_text(example.read_text())
     shutil.copytree(REPO / "docs" / "example-plugin" / "siem_example", tmp_path / "siem_example")
