@@ -103,7 +103,7 @@ def _host(args: argparse.Namespace, cfg: Config | None) -> PluginHost:
 
 @contextlib.contextmanager
 def _runtime(args: argparse.Namespace, cfg: Config) -> Iterator[Any]:
-    from siem_plugins.pipeline import Runtime
+    from siem_plugins.runtime import Runtime
 
     rt = Runtime(cfg, _host(args, cfg))
     try:
@@ -305,9 +305,9 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     cfg = _config(args)
     assert cfg is not None
     if args.action == "list":
-        from siem_plugins.pipeline import _open_state
+        from siem_plugins.runtime import open_state_of
 
-        state = _open_state(cfg)
+        state = open_state_of(cfg)
         try:
             names = args.integration or [None]
             letters = [d for n in names for d in state.dead_letters(n)]
@@ -547,7 +547,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from siem_plugins.builtin.store import SQLiteStore
     from siem_plugins.demo import generate
     from siem_plugins.events import canonicalize
-    from siem_plugins.pipeline import Pipeline, Runtime
+    from siem_plugins.pipeline import Pipeline
+    from siem_plugins.runtime import Runtime
 
     root = Path(args.dir)
     if root.exists():

@@ -93,7 +93,7 @@ def make_app(config_path: Path, *, plugins_dir: Path | None = None) -> Any:
             if rt is None or runtime_holder.get("pid") != os.getpid():
                 from siem_plugins.host import create_host
                 from siem_plugins.logs import REDACTOR
-                from siem_plugins.pipeline import Runtime
+                from siem_plugins.runtime import Runtime
 
                 fresh = load_config(config_path)
                 REDACTOR.add(fresh.secrets)

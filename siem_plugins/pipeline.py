@@ -17,42 +17,33 @@ outage never holds back the bucket. For each destination the delivery protocol i
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
-import queue
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from siem_plugins.compress import compressor, suffix
-from siem_plugins.config import Config, IntegrationConfig
+from siem_plugins.compress import compressor
 from siem_plugins.events import Event, canonicalize
-from siem_plugins.host import PluginHost
 from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
     DestinationError,
     Digest,
     Formatter,
     Intent,
-    Notifier,
     ObjectMeta,
     ObjectReceipt,
-    Sink,
-    Source,
 )
-from siem_plugins.options import ConfigError, Options, ParentTable
+from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.state import (
     DESTINATIONS,
     NOTIFIER,
     REPLAY,
     SINK,
-    StateStore,
-    open_state,
     worker_name,
 )
+from siem_plugins.streaming import gc_paused, read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -62,132 +53,8 @@ NOTIFY_MAX_EVENTS = 1_000_000
 ProgressFn = Callable[[str, int], None]
 
 
-class _GCPause:
-    """Pause Python's cyclic garbage collector while events stream through.
-
-    Every batch allocates thousands of short-lived, GC-tracked objects (rows, events)
-    that reference counting frees anyway; the collector would run every few hundred of
-    them and, each tenth time, walk every tracked object of the process (botocore's
-    client alone is ~65 k). Measured: 1.8-3.5 s per million events (docs/performance.md).
-    Counted across threads: the collector is switched back on when the last streaming
-    sync is done (if it was on before), so a long-lived ``run`` still collects.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._restore = False
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._holders == 0:
-                self._restore = gc.isenabled()
-                gc.disable()
-            self._holders += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._holders -= 1
-                if self._holders == 0 and self._restore:
-                    gc.enable()
-
-
-_gc_paused = _GCPause()
-
-
-_T = TypeVar("_T")
-_END = object()
-
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _read_ahead(start: Callable[[], Iterable[_T]], depth: int = 3) -> Iterator[_T]:
-    """``start()``'s items, produced by a background thread up to ``depth`` items ahead.
-
-    SQLite and PostgreSQL reads release the GIL, as does ISA-L's deflate, so on two cores
-    the store is read while the previous batches are compressed and sent (1M events:
-    2.1-2.7 s -> 1.4-1.5 s for read + compress). Memory: ``depth`` batches. An error in
-    the reader is raised here; when the consumer stops early the reader is told to stop
-    and closes its iterator (in its own thread), and this waits for it.
-    """
-    slots: queue.Queue[Any] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            items = iter(start())
-            try:
-                for item in items:
-                    if not put(item):
-                        return
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:
-            put(_Raised(exc))
-        else:
-            put(_END)
-
-    reader = threading.Thread(target=produce, name="siem-read-ahead", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _END:
-                return
-            if isinstance(item, _Raised):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        reader.join()
-
-
 class DeliveryError(RuntimeError):
     """A sync step failed; the message names the integration and destination."""
-
-
-@dataclass
-class Integration:
-    """An integration with its components built."""
-
-    config: IntegrationConfig
-    formatter: Formatter
-    sink: Sink
-    notifier: Notifier
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def extension(self) -> str:
-        return self.formatter.extension + suffix(self.config.compression)
-
-    @property
-    def notifier_label(self) -> str:
-        """The notifier for messages (``smtp://host:port``)."""
-        return self.notifier.describe()
-
-    def fingerprint(self) -> str:
-        """What an object's key and bytes depend on (docs/delivery.md#config-changes)."""
-        c = self.config
-        return f"{c.account}|{c.format_name}|{self.extension}|{self.sink.identity()}"
 
 
 @dataclass
@@ -256,175 +123,6 @@ class ReplayResult:
 def _one_line(exc: BaseException, default: str = "") -> str:
     """An exception's message on one line (for logs, summaries and the run log)."""
     return " ".join(str(exc).split()) or default or type(exc).__name__
-
-
-class Runtime:
-    """Everything a sync needs, built once from a config and a plugin host."""
-
-    def __init__(self, config: Config, host: PluginHost) -> None:
-        self.config = config
-        self.host = host
-        # Threads that run notifier passes beside the sink passes (see Pipeline.sync);
-        # long-lived, so their per-thread store connections are bounded by their number.
-        self._notify_pool: ThreadPoolExecutor | None = None
-        self._notify_lock = threading.Lock()
-        sections = {
-            s
-            for kind in ("sink", "notifier")
-            for n in host.names(kind)
-            if (s := host.section_of(kind, n))
-        }
-        config.check_sections(sections)
-        self.source: Source = host.source(config.store_name, config.store_options)
-        self.state: StateStore = _open_state(config)
-        self.integrations: list[Integration] = []
-        # The options of every component built over a shared section ([s3], [smtp]).
-        self._section_options: list[tuple[str, Options]] = []
-        try:
-            for ic in config.integrations:
-                self.integrations.append(self._build(ic))
-            self._check_shared_sections()
-            self._check_destinations()
-        except BaseException:
-            self.close()
-            raise
-
-    def _check_destinations(self) -> None:
-        """Two enabled integrations must never write the same keys: same destination,
-        account and extension would overwrite each other's objects (JSON and SYSLOG of
-        one account differ by extension; two SYSLOG framings do not)."""
-        seen: dict[tuple[str, str, str], Integration] = {}
-        for integ in self.integrations:
-            if not integ.config.enabled:
-                continue  # checked when it is enabled: renaming one is a normal change
-            where = (integ.sink.identity(), integ.config.account, integ.extension)
-            other = seen.setdefault(where, integ)
-            if other is not integ:
-                raise ConfigError(
-                    f"integrations {other.name!r} ({other.config.path}) and {integ.name!r} "
-                    f"would write the same objects: both ship account {where[1]!r} as "
-                    f".{where[2]} to {where[0]}, so each would overwrite the other's; give "
-                    "one of them its own prefix or folder",
-                    file=self.config.file,
-                    path=f"{integ.config.path}.sink",
-                )
-
-    def _check_shared_sections(self) -> None:
-        """A key of a shared section that no component read is a typo (``regoin``) that
-        would otherwise fall back to a default without a word. Sections no component
-        used are not judged: nothing is known about what they should hold."""
-        reads: dict[str, set[str]] = {}
-        for section, options in self._section_options:
-            reads.setdefault(section, set()).update(options.used)
-        for section, read in sorted(reads.items()):
-            table = self.config.data.get(section, {})
-            extra = sorted(k for k in table if k not in read)
-            if extra:
-                raise ConfigError(
-                    f"unknown setting {extra[0]!r} (the components using [{section}] read: "
-                    f"{', '.join(sorted(k for k in read if k != 'type')) or 'nothing'})",
-                    file=self.config.file,
-                    path=f"{section}.{extra[0]}",
-                )
-
-    def _options(
-        self,
-        kind: str,
-        name: str,
-        table: Mapping[str, Any],
-        path: str,
-        ignore: tuple[str, ...] = ("type",),
-        parent: ParentTable | None = None,
-    ) -> Options:
-        section = self.host.section_of(kind, name)
-        defaults = [(section, self.config.data.get(section, {}))] if section else []
-        options = Options(
-            table, path=path, file=self.config.file, defaults=defaults, ignore=ignore, parent=parent
-        )
-        if section:
-            # Read after the component is built (the set grows as it reads).
-            self._section_options.append((section, options))
-        return options
-
-    def _build(self, ic: IntegrationConfig) -> Integration:
-        host = self.host
-        fmt = host.formatter(
-            ic.format_name,
-            self._options(
-                "formatter",
-                ic.format_name,
-                ic.format_table,
-                f"{ic.path}.format",
-                parent=ic.parent("format"),
-            ),
-        )
-        sink = host.sink(
-            ic.sink_name,
-            self._options(
-                "sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink", parent=ic.parent("sink")
-            ),
-        )
-        notifier = host.notifier(
-            ic.notifier_name,
-            self._options(
-                "notifier",
-                ic.notifier_name,
-                ic.notify_table,
-                f"{ic.path}.notify",
-                ignore=("type", "events"),
-                parent=ic.parent("notify"),
-            ),
-        )
-        return Integration(ic, fmt, sink, notifier)
-
-    def source_backlog(self, integ: Integration) -> int:
-        """How many events the integration's sink has not shipped yet."""
-        after = self.state.cursor(integ.name, SINK)
-        rng = self.source.plan(
-            integ.config.account, after, max_events=sys.maxsize, max_bytes=sys.maxsize
-        )
-        return rng.count if rng else 0
-
-    def enabled(self, names: list[str] | None = None) -> list[Integration]:
-        if names:
-            for n in names:
-                self.config.integration(n)  # raises for an unknown name
-            return [i for i in self.integrations if i.name in names]
-        return [i for i in self.integrations if i.config.enabled]
-
-    def notify_pool(self) -> ThreadPoolExecutor:
-        """The threads notifier passes run in (``max_workers`` of them, made on first use)."""
-        with self._notify_lock:
-            if self._notify_pool is None:
-                self._notify_pool = ThreadPoolExecutor(
-                    self.config.max_workers, thread_name_prefix="siem-notify"
-                )
-            return self._notify_pool
-
-    def close(self) -> None:
-        with self._notify_lock:
-            pool, self._notify_pool = self._notify_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        for integ in self.integrations:
-            for part in (integ.sink, integ.notifier):
-                try:
-                    part.close()
-                except Exception:
-                    log.debug("closing %s failed", part, exc_info=True)
-        self.source.close()
-        if hasattr(self, "state"):
-            self.state.close()
-
-
-def _open_state(config: Config) -> StateStore:
-    from siem_plugins.builtin.store import DEFAULT_URL
-
-    url = config.store_options.raw("url", DEFAULT_URL)
-    try:
-        return open_state(url if isinstance(url, str) else DEFAULT_URL)
-    except ValueError as exc:
-        raise config.store_options.error("url", str(exc)) from None
 
 
 class Pipeline:
@@ -689,7 +387,7 @@ class Pipeline:
         bad: dict[int, str] = {}
         batches = self._batches(integ, intent, aside, raw=raw)
         # closing(): on any failure the read-ahead thread is stopped before the writer aborts.
-        with _gc_paused(), integ.sink.open(intent.key, meta) as writer, contextlib.closing(batches):
+        with gc_paused(), integ.sink.open(intent.key, meta) as writer, contextlib.closing(batches):
             for batch, count, format in batches:
                 seen += count
                 try:
@@ -742,7 +440,7 @@ class Pipeline:
         size = integ.config.batch_size
         read_raw, format_raw = source.read_raw, formatter.format_raw
         if raw and read_raw is not None and format_raw is not None:
-            for raws in _read_ahead(lambda: read_raw(*args, batch_size=size)):
+            for raws in read_ahead(lambda: read_raw(*args, batch_size=size)):
                 yield raws, len(raws), format_raw
         else:
             for events in source.read(*args, batch_size=size):
@@ -847,7 +545,7 @@ class Pipeline:
         listed: list[Event] = []
         counts: dict[str, int] = {}
         total = 0
-        with _gc_paused():
+        with gc_paused():
             for batch in self.rt.source.read(
                 integ.config.account,
                 intent.first_id,

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-from siem_plugins.pipeline import Integration, Pipeline, Runtime, SyncResult
+from siem_plugins.pipeline import Pipeline, SyncResult
+from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.signals import SIGNAL_POLL, stop_on_signals, wait_for_stop
 from siem_plugins.state import DESTINATIONS, SINK
 

@@ -13,7 +13,7 @@ from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.config import config_from_dict
 from siem_plugins.events import canonicalize
 from siem_plugins.host import create_host
-from siem_plugins.pipeline import Runtime
+from siem_plugins.runtime import Runtime
 
 
 def ingest(store: SQLiteStore, account: str, events: Iterable[dict[str, Any]]) -> list[int]:

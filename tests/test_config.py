@@ -17,7 +17,7 @@ from siem_plugins.config import load_config, redact
 from siem_plugins.host import create_host
 from siem_plugins.logs import RedactingFilter
 from siem_plugins.options import ConfigError, Options, Secret, is_secret_key
-from siem_plugins.pipeline import Runtime
+from siem_plugins.runtime import Runtime
 
 BASE = """
 interval = "5m"
@@ -471,7 +471,7 @@ def test_numbers_and_booleans_from_the_environment_are_converted(tmp_path: Path)
     try:
         [integ] = rt.integrations
         notifier: Any = integ.notifier
-        assert (notifier.port, notifier.timeout) == (2526, 2.5)
+        assert (notifier.settings.port, notifier.settings.timeout) == (2526, 2.5)
         assert integ.config.enabled is False
         assert integ.config.max_events == 500
         assert cfg.interval == 90

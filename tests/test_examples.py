@@ -43,7 +43,8 @@ from siem_plugins.conformance import digest_of, events_from_dicts, sample_events
 from siem_plugins.host import PluginHost, create_host
 from siem_plugins.kinds import Notifier, ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
-from siem_plugins.pipeline import Pipeline, Runtime
+from siem_plugins.pipeline import Pipeline
+from siem_plugins.runtime import Runtime
 from siem_plugins.testing import NotifierConformance, StreamSinkConformance
 from tests.helpers import drop_in_folder, ingest
 

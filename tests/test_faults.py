@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from siem_plugins.builtin.store import SQLiteStore
-from siem_plugins.pipeline import Pipeline, Runtime
+from siem_plugins.pipeline import Pipeline
+from siem_plugins.runtime import Runtime
 from siem_plugins.state import NOTIFIER, SINK
 from siem_plugins.testkit.s3server import S3Server
 from siem_plugins.testkit.smtpserver import SMTPServer

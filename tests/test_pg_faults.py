@@ -26,7 +26,8 @@ from siem_plugins.events import canonicalize
 from siem_plugins.host import create_host
 from siem_plugins.kinds import Digest
 from siem_plugins.pgstore import PgState, PostgresStore
-from siem_plugins.pipeline import Pipeline, Runtime
+from siem_plugins.pipeline import Pipeline
+from siem_plugins.runtime import Runtime
 from siem_plugins.state import NOTIFIER, SINK
 from siem_plugins.testing import DEFAULT_PG_URL
 from siem_plugins.testkit.netfaults import TCPProxy

@@ -295,9 +295,9 @@ def test_raw_fast_path_is_taken_only_when_the_formatter_offers_it(
 
 
 def test_read_ahead_yields_in_order_and_raises_the_readers_error() -> None:
-    from siem_plugins.pipeline import _read_ahead
+    from siem_plugins.streaming import read_ahead
 
-    assert list(_read_ahead(lambda: iter(range(1000)), depth=2)) == list(range(1000))
+    assert list(read_ahead(lambda: iter(range(1000)), depth=2)) == list(range(1000))
 
     def failing() -> Iterator[int]:
         yield 1
@@ -306,7 +306,7 @@ def test_read_ahead_yields_in_order_and_raises_the_readers_error() -> None:
     got: list[int] = []
 
     def consume() -> None:
-        for item in _read_ahead(failing):
+        for item in read_ahead(failing):
             got.append(item)
 
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
@@ -316,7 +316,7 @@ def test_read_ahead_yields_in_order_and_raises_the_readers_error() -> None:
 
 
 def test_read_ahead_stops_and_closes_the_reader_when_the_consumer_fails() -> None:
-    from siem_plugins.pipeline import _read_ahead
+    from siem_plugins.streaming import read_ahead
 
     closed_in: list[str] = []
 
@@ -330,7 +330,7 @@ def test_read_ahead_stops_and_closes_the_reader_when_the_consumer_fails() -> Non
             closed_in.append(threading.current_thread().name)
 
     def consume() -> None:
-        batches = _read_ahead(endless, depth=2)
+        batches = read_ahead(endless, depth=2)
         with contextlib.closing(batches):
             for n in batches:
                 if n == 5:

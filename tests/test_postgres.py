@@ -16,7 +16,8 @@ from siem_plugins.config import config_from_dict
 from siem_plugins.events import canonicalize
 from siem_plugins.host import create_host
 from siem_plugins.pgstore import SCHEMA_VERSION, PostgresStore, connect, migrate, schema_version
-from siem_plugins.pipeline import Pipeline, Runtime
+from siem_plugins.pipeline import Pipeline
+from siem_plugins.runtime import Runtime
 from siem_plugins.state import SINK
 from tests.helpers import local_objects, numbered, seqs_in
 

@@ -16,7 +16,7 @@ from siem_plugins.builtin.email import EmailNotifier, NotifierError
 from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.conformance import digest_of, sample_events
 from siem_plugins.options import ConfigError, Options
-from siem_plugins.pipeline import Runtime
+from siem_plugins.runtime import Runtime
 from siem_plugins.scheduler import Scheduler
 from siem_plugins.state import NOTIFIER, SINK
 from siem_plugins.testkit.netfaults import Tarpit

@@ -110,7 +110,8 @@ def sync_once(
     """One sync of every enabled integration of ``config`` (a ``siem.toml`` as a dict),
     as ``siem-plugins sync`` runs it; each integration's :class:`SyncResult` by name."""
     from siem_plugins.config import config_from_dict
-    from siem_plugins.pipeline import Pipeline, Runtime
+    from siem_plugins.pipeline import Pipeline
+    from siem_plugins.runtime import Runtime
 
     runtime = Runtime(config_from_dict(config, file="<test>"), _host(plugins_dir, plugins))
     try:
