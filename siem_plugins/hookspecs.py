@@ -23,12 +23,12 @@ if TYPE_CHECKING:
     from siem_plugins.kinds import (
         Digest,
         FormatterSpec,
+        Intent,
         NotifierSpec,
         ObjectReceipt,
         SinkSpec,
         SourceSpec,
     )
-    from siem_plugins.state import Intent
 
 hookspec = pluggy.HookspecMarker("siem_plugins")
 

@@ -44,6 +44,7 @@ from siem_plugins.kinds import (
     Digest,
     Formatter,
     FormatterSpec,
+    Intent,
     Notifier,
     NotifierSpec,
     ObjectReceipt,
@@ -54,7 +55,6 @@ from siem_plugins.kinds import (
     Spec,
 )
 from siem_plugins.options import Options
-from siem_plugins.state import Intent
 
 log = logging.getLogger(__name__)
 

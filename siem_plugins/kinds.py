@@ -29,6 +29,26 @@ class Range:
 
 
 @dataclass(frozen=True, slots=True)
+class Intent:
+    """A range fixed before anything is written, replayed unchanged after a crash.
+
+    :ivar key: the object key (sink) or the digest's Message-ID seed (notifier).
+    :ivar created: UTC creation time, ``YYYY-MM-DDTHHMMSSZ`` (the object key's form).
+    :ivar fingerprint: what the key depends on (account, format, compression, prefix);
+        an intent whose fingerprint no longer matches the config is re-planned.
+    """
+
+    integration: str
+    destination: str
+    first_id: int
+    last_id: int
+    count: int
+    key: str
+    created: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectMeta:
     """What a sink is told about the object it writes (also stored as object metadata)."""
 

@@ -35,6 +35,7 @@ from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
     Digest,
     Formatter,
+    Intent,
     Notifier,
     ObjectMeta,
     ObjectReceipt,
@@ -43,12 +44,11 @@ from siem_plugins.kinds import (
     Source,
 )
 from siem_plugins.options import ConfigError, Options, ParentTable
-from siem_plugins.state import (
+from siem_plugins.storage import (
     DESTINATIONS,
     NOTIFIER,
     REPLAY,
     SINK,
-    Intent,
     StateStore,
     open_state,
     worker_name,
@@ -416,7 +416,7 @@ class Runtime:
 
 
 def _open_state(config: Config) -> StateStore:
-    from siem_plugins.builtin.store import DEFAULT_URL
+    from siem_plugins.storage import DEFAULT_URL
 
     url = config.store_options.raw("url", DEFAULT_URL)
     try:

@@ -25,7 +25,7 @@ from concurrent.futures import wait as futures_wait
 from types import FrameType
 
 from siem_plugins.pipeline import Integration, Pipeline, Runtime, SyncResult
-from siem_plugins.state import DESTINATIONS, SINK
+from siem_plugins.storage import DESTINATIONS, SINK
 
 log = logging.getLogger(__name__)
 
