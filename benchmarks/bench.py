@@ -37,7 +37,7 @@ from benchmarks import dataset as ds_mod
 from benchmarks import measure, rsyslog
 from benchmarks.children import available_codecs, make_compressor
 from benchmarks.dataset import ACCOUNT, NOTIFY_NONE, Dataset
-from siem_plugins.db import connect_sqlite
+from siem_plugins.storage.connections import connect_sqlite
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (100_000, 1_000_000)
@@ -806,7 +806,7 @@ class Bench:
             import psycopg
 
             from siem_plugins.events import Canonical
-            from siem_plugins.pgstore import PostgresStore, migrate
+            from siem_plugins.storage import PostgresStore, migrate
 
             conn = psycopg.connect(base, autocommit=True, connect_timeout=3)
         except Exception as exc:

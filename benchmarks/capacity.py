@@ -23,7 +23,7 @@ import psycopg
 
 from siem_plugins.demo import generate
 from siem_plugins.events import canonicalize
-from siem_plugins.pgstore import PostgresStore, migrate
+from siem_plugins.storage import PostgresStore, migrate
 
 BASE = os.environ.get("SIEM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 INTEGRATION = """

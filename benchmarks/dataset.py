@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from siem_plugins.builtin.store import SQLiteStore
-from siem_plugins.db import connect_sqlite
 from siem_plugins.demo import generate
 from siem_plugins.events import canonicalize
+from siem_plugins.storage import SQLiteStore
+from siem_plugins.storage.connections import connect_sqlite
 
 #: Bump when the generator changes: cached datasets with another version are rebuilt.
 GENERATOR_VERSION = 2

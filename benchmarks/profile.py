@@ -44,7 +44,7 @@ LEAF_UP: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("local sink (write, fsync)", ("builtin/local.py",)),
     ("Event objects (store.read listcomp)", ("<listcomp> (", "<genexpr> (")),
     ("SQLite fetch (store.read)", ("read (/", "read (siem")),
-    ("plan / state (SQLite)", ("plan (", "siem_plugins/state.py", "pgstore.py")),
+    ("plan / state (SQLite)", ("plan (", "storage/state.py", "storage/postgres.py")),
     ("pipeline loop", ("siem_plugins/pipeline.py",)),
 )
 
@@ -56,7 +56,7 @@ def stage(stack: list[str]) -> str:
     for frame in reversed(stack):
         for name, needles in LEAF_UP:
             if any(n in frame for n in needles):
-                if name.startswith(("Event objects", "SQLite fetch")) and "store.py" not in frame:
+                if name.startswith(("Event objects", "SQLite fetch")) and "storage/" not in frame:
                     continue
                 return name
     return "other (interpreter, CLI, config)"

@@ -178,9 +178,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     file would meet it too, and re-running the command is safe, because a file already
     stored for the account is recognised by its SHA-256 and skipped.
     """
-    from siem_plugins.builtin.store import DEFAULT_URL, open_store
     from siem_plugins.ingest import InputError, NdjsonInput, Rejection
     from siem_plugins.keys import InvalidAccount, check_account
+    from siem_plugins.storage import DEFAULT_URL, open_store
 
     cfg = _config(args, required=False)
     url = args.store or (cfg.store_options.raw("url", DEFAULT_URL) if cfg else DEFAULT_URL)
@@ -287,7 +287,7 @@ def _store_reason(exc: BaseException, url: str) -> str:
 
 
 def _url_password(url: str) -> str | None:
-    from siem_plugins.db import is_postgres
+    from siem_plugins.storage import is_postgres
 
     if not is_postgres(url):
         return None
@@ -483,13 +483,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from siem_plugins.builtin.store import DEFAULT_URL, open_store
-    from siem_plugins.db import is_postgres
+    from siem_plugins.storage import DEFAULT_URL, is_postgres, open_store
 
     cfg = _config(args, required=False)
     url = args.store or (cfg.store_options.raw("url", DEFAULT_URL) if cfg else DEFAULT_URL)
     if is_postgres(url):
-        from siem_plugins.pgstore import SCHEMA_VERSION, connect, migrate, schema_version
+        from siem_plugins.storage import SCHEMA_VERSION, connect, migrate, schema_version
 
         if args.action == "migrate":
             applied = migrate(url)
@@ -544,11 +543,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from siem_plugins.builtin.store import SQLiteStore
     from siem_plugins.demo import generate
     from siem_plugins.events import canonicalize
     from siem_plugins.pipeline import Pipeline
     from siem_plugins.runtime import Runtime
+    from siem_plugins.storage import SQLiteStore
 
     root = Path(args.dir)
     if root.exists():

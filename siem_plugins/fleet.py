@@ -49,7 +49,7 @@ def broker_url(cfg: Config) -> str:
 
 
 def check_fleet_config(cfg: Config) -> None:
-    from siem_plugins.db import is_postgres
+    from siem_plugins.storage import is_postgres
 
     url = cfg.store_options.raw("url", "")
     if not (isinstance(url, str) and is_postgres(url)):

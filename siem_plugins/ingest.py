@@ -8,7 +8,7 @@ skipped.
 
 An input is read once, in blocks, and hashed as it is read: the store records each file
 it stored (account, SHA-256 of the bytes, ids) in the same transaction as its events, so
-storing the same file twice is noticed (:class:`IngestRecord`).
+storing the same file twice is noticed (:class:`~siem_plugins.storage.IngestRecord`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from siem_plugins.events import MAX_RECORD_BYTES, Canonical, EventError, parse_line
 
@@ -43,55 +43,6 @@ class Rejection:
         return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class IngestRecord:
-    """A file a store has stored, kept beside its events (table ``siem_ingest``).
-
-    :ivar sha256: hex SHA-256 of the file's bytes, as read.
-    :ivar source: the file's name as given (``<stdin>`` for standard input).
-    :ivar lines: lines read, rejected and blank ones included.
-    :ivar stored: events stored.
-    :ivar stored_at: UTC, ``YYYY-MM-DDTHH:MM:SSZ``.
-    """
-
-    account: str
-    sha256: str
-    source: str
-    lines: int
-    stored: int
-    first_id: int
-    last_id: int
-    stored_at: str
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What one :meth:`append` stored.
-
-    :ivar already: set when the same file was stored before for the account: the earlier
-        storing. Then nothing was stored now (``accepted`` is 0).
-    """
-
-    accepted: int
-    first_id: int | None
-    last_id: int | None
-    already: IngestRecord | None = None
-
-
-class Origin(Protocol):
-    """Where a stream of records came from, for the store's per-file record. Read after
-    the records are exhausted."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def lines(self) -> int: ...
-
-    @property
-    def sha256(self) -> str: ...
-
-
 class InputError(Exception):
     """The input could not be read (after it was opened)."""
 
@@ -99,7 +50,7 @@ class InputError(Exception):
 class NdjsonInput:
     """One NDJSON stream, read once: iterating yields its valid records and reports the
     others to ``on_reject``; afterwards :attr:`lines` and :attr:`sha256` describe it.
-    Implements :class:`Origin`.
+    Implements :class:`~siem_plugins.storage.Origin`.
 
     Unexpected errors while parsing a line (a bug, a parser's limit) reject that line,
     naming the error; they never end the file.

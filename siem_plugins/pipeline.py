@@ -36,7 +36,7 @@ from siem_plugins.kinds import (
     ObjectReceipt,
 )
 from siem_plugins.runtime import Integration, Runtime
-from siem_plugins.state import (
+from siem_plugins.storage import (
     DESTINATIONS,
     NOTIFIER,
     REPLAY,

@@ -21,7 +21,7 @@ from siem_plugins.config import Config, IntegrationConfig
 from siem_plugins.host import PluginHost
 from siem_plugins.kinds import Formatter, Notifier, Sink, Source
 from siem_plugins.options import ConfigError, Options, ParentTable
-from siem_plugins.state import SINK, StateStore, open_state
+from siem_plugins.storage import SINK, StateStore, open_state
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Runtime:
 
 def open_state_of(config: Config) -> StateStore:
     """The delivery state beside the event store the config names."""
-    from siem_plugins.builtin.store import DEFAULT_URL
+    from siem_plugins.storage import DEFAULT_URL
 
     url = config.store_options.raw("url", DEFAULT_URL)
     try:

@@ -25,7 +25,7 @@ from concurrent.futures import wait as futures_wait
 from siem_plugins.pipeline import Pipeline, SyncResult
 from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.signals import SIGNAL_POLL, stop_on_signals, wait_for_stop
-from siem_plugins.state import DESTINATIONS, SINK
+from siem_plugins.storage import DESTINATIONS, SINK
 
 log = logging.getLogger(__name__)
 

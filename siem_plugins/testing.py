@@ -78,8 +78,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from siem_plugins.builtin.store import SQLiteStore
     from siem_plugins.pipeline import SyncResult
+    from siem_plugins.storage import SQLiteStore
     from siem_plugins.testkit.harness import build, store_events, sync_once
     from siem_plugins.testkit.smtpserver import SMTPServer
 
@@ -149,7 +149,7 @@ def siem_events() -> Callable[..., list[dict[str, Any]]]:
 @pytest.fixture
 def siem_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     """An empty SQLite event store (``siem_store.path`` is its file)."""
-    from siem_plugins.builtin.store import SQLiteStore
+    from siem_plugins.storage import SQLiteStore
 
     store = SQLiteStore(tmp_path / "siem.db")
     yield store
@@ -164,7 +164,7 @@ def pg_url() -> Iterator[str]:
     """A migrated, empty schema of its own on the test PostgreSQL server."""
     import psycopg
 
-    from siem_plugins.pgstore import migrate
+    from siem_plugins.storage import migrate
 
     base = os.environ.get("SIEM_TEST_PG_URL", DEFAULT_PG_URL)
     schema = f"siem_test_{secrets.token_hex(6)}"

@@ -9,11 +9,11 @@ from typing import Any
 
 import orjson
 
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.config import config_from_dict
 from siem_plugins.events import canonicalize
 from siem_plugins.host import create_host
 from siem_plugins.runtime import Runtime
+from siem_plugins.storage import SQLiteStore
 
 
 def ingest(store: SQLiteStore, account: str, events: Iterable[dict[str, Any]]) -> list[int]:

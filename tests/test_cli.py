@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from siem_plugins.builtin.store import SQLiteStore
+from siem_plugins.storage import SQLiteStore
 from tests.helpers import drop_in_folder
 
 DATA = Path(__file__).parent / "data"

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from siem_plugins.builtin.store import SQLiteStore
-from siem_plugins.state import SINK, State
+from siem_plugins.storage import SINK, SQLiteStore, State
 from tests.helpers import drop_in_folder, local_objects, seqs_in
 
 INGESTER = textwrap.dedent("""
     import sys, time
-    from siem_plugins.builtin.store import SQLiteStore
+    from siem_plugins.storage import SQLiteStore
     from siem_plugins.demo import generate
     from siem_plugins.events import canonicalize
     path, batches, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -18,7 +18,6 @@ from siem_plugins.builtin.jsonfmt import JSONFormatter
 from siem_plugins.builtin.local import LocalSink
 from siem_plugins.builtin.outbox import OutboxNotifier
 from siem_plugins.builtin.s3 import S3Sink
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.builtin.syslog import FRAMINGS, SyslogFormatter
 from siem_plugins.conformance import (
     INJECTION_TEXTS,
@@ -29,7 +28,7 @@ from siem_plugins.conformance import (
 from siem_plugins.events import canonicalize
 from siem_plugins.kinds import Formatter, Notifier, Sink, Source
 from siem_plugins.options import Options
-from siem_plugins.pgstore import PostgresStore
+from siem_plugins.storage import PostgresStore, SQLiteStore
 from siem_plugins.testing import (
     FormatterConformance,
     NotifierConformance,

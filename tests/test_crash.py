@@ -21,9 +21,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.events import canonicalize
-from siem_plugins.state import NOTIFIER, SINK, State
+from siem_plugins.storage import NOTIFIER, SINK, SQLiteStore, State
 from siem_plugins.testkit.s3server import S3Server
 from tests.helpers import drop_in_folder
 

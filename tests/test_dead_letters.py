@@ -16,11 +16,10 @@ import orjson
 import pytest
 
 from siem_plugins import FormatterBase, FormatterSpec, hookimpl
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.events import Event
 from siem_plugins.options import Options
 from siem_plugins.pipeline import Pipeline
-from siem_plugins.state import REPLAY, SINK
+from siem_plugins.storage import REPLAY, SINK, SQLiteStore
 from tests.helpers import (
     drop_in_folder,
     ingest,

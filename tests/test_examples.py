@@ -37,7 +37,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from siem_plugins.builtin.jsonfmt import JSONFormatter
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.config import config_from_dict
 from siem_plugins.conformance import digest_of, events_from_dicts, sample_events
 from siem_plugins.host import PluginHost, create_host
@@ -45,6 +44,7 @@ from siem_plugins.kinds import Notifier, ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
+from siem_plugins.storage import SQLiteStore
 from siem_plugins.testing import NotifierConformance, StreamSinkConformance
 from tests.helpers import drop_in_folder, ingest
 

@@ -12,15 +12,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from siem_plugins.builtin.store import SQLiteStore
-from siem_plugins.state import NOTIFIER, SINK, State
+from siem_plugins.storage import NOTIFIER, SINK, SQLiteStore, State
 from tests.helpers import drop_in_folder, local_objects, seqs_in
 from tests.test_concurrency import PLUGINS_RUN, siem, write_config
 
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from siem_plugins.state import State
+    from siem_plugins.storage import State
     lock = State(Path(sys.argv[1])).try_lock(sys.argv[2], sys.argv[3])
     print("held" if lock is not None else "busy", flush=True)
     time.sleep(600)

@@ -13,10 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
-from siem_plugins.state import NOTIFIER, SINK
+from siem_plugins.storage import NOTIFIER, SINK, SQLiteStore
 from siem_plugins.testkit.s3server import S3Server
 from siem_plugins.testkit.smtpserver import SMTPServer
 from tests.helpers import ingest, numbered, runtime

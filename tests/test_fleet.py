@@ -21,8 +21,7 @@ import psycopg
 import pytest
 
 from siem_plugins.events import canonicalize
-from siem_plugins.pgstore import PgState, PostgresStore
-from siem_plugins.state import SINK
+from siem_plugins.storage import SINK, PgState, PostgresStore
 from siem_plugins.testkit.s3server import S3Server
 from tests.helpers import drop_in_folder
 

@@ -24,10 +24,10 @@ import orjson
 import psycopg
 import pytest
 
-from siem_plugins.builtin.store import SQLiteStore, open_store
 from siem_plugins.demo import generate
 from siem_plugins.events import MAX_RECORD_BYTES, Canonical, canonicalize
 from siem_plugins.ingest import InputError, NdjsonInput, Rejection
+from siem_plugins.storage import SQLiteStore, open_store
 
 ACCOUNT = "acme"
 

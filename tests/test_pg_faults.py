@@ -25,10 +25,9 @@ from siem_plugins.config import config_from_dict
 from siem_plugins.events import canonicalize
 from siem_plugins.host import create_host
 from siem_plugins.kinds import Digest
-from siem_plugins.pgstore import PgState, PostgresStore
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
-from siem_plugins.state import NOTIFIER, SINK
+from siem_plugins.storage import NOTIFIER, SINK, PgState, PostgresStore
 from siem_plugins.testing import DEFAULT_PG_URL
 from siem_plugins.testkit.netfaults import TCPProxy
 from siem_plugins.testkit.smtpserver import SMTPServer
@@ -112,7 +111,7 @@ def test_a_terminated_session_is_replaced_and_no_digest_is_sent_twice(
 def test_state_writes_survive_a_lost_answer(pg_url: str, app_name: str) -> None:
     """A retried write whose first try did commit (only its answer was lost) is not
     reported as a protocol violation."""
-    from siem_plugins.state import Intent
+    from siem_plugins.kinds import Intent
 
     state = PgState(f"{pg_url}&application_name={app_name}")
     try:

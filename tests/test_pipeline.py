@@ -15,11 +15,10 @@ import pytest
 from siem_plugins import Event, FormatterSpec, SinkSpec, hookimpl
 from siem_plugins.builtin.jsonfmt import JSONFormatter
 from siem_plugins.builtin.local import LocalSink
-from siem_plugins.builtin.store import SQLiteStore
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.pipeline import Pipeline
-from siem_plugins.state import NOTIFIER, SINK
+from siem_plugins.storage import NOTIFIER, SINK, SQLiteStore
 from tests.helpers import ingest, integration, local_objects, numbered, runtime, seqs_in
 
 Events = Callable[..., list[dict[str, Any]]]

@@ -15,10 +15,16 @@ import pytest
 from siem_plugins.config import config_from_dict
 from siem_plugins.events import canonicalize
 from siem_plugins.host import create_host
-from siem_plugins.pgstore import SCHEMA_VERSION, PostgresStore, connect, migrate, schema_version
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
-from siem_plugins.state import SINK
+from siem_plugins.storage import (
+    SCHEMA_VERSION,
+    SINK,
+    PostgresStore,
+    connect,
+    migrate,
+    schema_version,
+)
 from tests.helpers import local_objects, numbered, seqs_in
 
 

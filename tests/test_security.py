@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from siem_plugins.builtin.store import SQLiteStore
+from siem_plugins.storage import SQLiteStore
 from siem_plugins.testkit.s3server import S3Server
 from siem_plugins.testkit.smtpserver import SMTPServer
 from tests.helpers import ingest, numbered

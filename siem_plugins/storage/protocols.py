@@ -1,0 +1,220 @@
+"""The storage contracts: what an event store and a state store do, and the values they
+hand back. Both the SQLite and the PostgreSQL implementations satisfy them.
+
+The state store keeps one cursor and at most one pending intent per (integration,
+destination). The protocol (docs/delivery.md): a sync first *records an intent* — the id
+range, the object key, the creation time — then writes. Only when the object is complete
+does :meth:`StateStore.complete` advance the cursor and drop the intent, in one
+transaction. A crash in between leaves the intent behind, and the next sync replays
+exactly it: the same range, the same key, the same bytes. So every event lands in exactly
+one object.
+
+Beside the cursors the state store keeps what the delivery needs to stay exclusive and
+observable: the *sync lock* of each (integration, destination) — file locks on SQLite,
+advisory locks on PostgreSQL — so no two processes ever run the same pass; a log of sync
+runs; and the *dead letters*, events a formatter could not format, set aside so that they
+never block the events after them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from siem_plugins.events import Canonical
+from siem_plugins.kinds import Intent, Source
+
+SINK = "sink"
+NOTIFIER = "notifier"
+#: Both destinations of an integration, in the order their passes start.
+DESTINATIONS = (SINK, NOTIFIER)
+#: The pseudo-destination of ``siem-plugins dead-letters replay``: its intents fix which
+#: set-aside events a replay object holds (it has no cursor of its own).
+REPLAY = "replay"
+
+
+class StateError(RuntimeError):
+    """The delivery protocol was broken (an overlapping or missing intent): a bug,
+    never papered over."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a formatter could not format, set aside instead of blocking the rest.
+
+    :ivar created: when it was set aside (UTC, ISO 8601).
+    """
+
+    integration: str
+    event_id: int
+    account: str
+    error: str
+    created: str
+
+
+@dataclass(frozen=True)
+class IngestRecord:
+    """A file a store has stored, kept beside its events (table ``siem_ingest``).
+
+    :ivar sha256: hex SHA-256 of the file's bytes, as read.
+    :ivar source: the file's name as given (``<stdin>`` for standard input).
+    :ivar lines: lines read, rejected and blank ones included.
+    :ivar stored: events stored.
+    :ivar stored_at: UTC, ``YYYY-MM-DDTHH:MM:SSZ``.
+    """
+
+    account: str
+    sha256: str
+    source: str
+    lines: int
+    stored: int
+    first_id: int
+    last_id: int
+    stored_at: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one :meth:`EventStore.append` stored.
+
+    :ivar already: set when the same file was stored before for the account: the earlier
+        storing. Then nothing was stored now (``accepted`` is 0).
+    """
+
+    accepted: int
+    first_id: int | None
+    last_id: int | None
+    already: IngestRecord | None = None
+
+
+class Origin(Protocol):
+    """Where a stream of records came from, for the store's per-file record. Read after
+    the records are exhausted (:class:`~siem_plugins.ingest.NdjsonInput` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def lines(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class EventStore(Source, Protocol):
+    """The device/account event store: a :class:`~siem_plugins.kinds.Source` (whose
+    ``read_raw`` fast path is always there) that ``siem-plugins ingest`` writes. Ids only
+    grow, and a reader never sees id N+1 before id N."""
+
+    def read_raw(
+        self, account: str, first_id: int, last_id: int, *, batch_size: int = 5000
+    ) -> Iterator[list[bytes]]:
+        """``[e.raw for e in batch]`` for each batch ``read`` would yield."""
+        ...
+
+    def append(
+        self,
+        account: str,
+        records: Iterable[Canonical],
+        *,
+        chunk: int = 5000,
+        origin: Origin | None = None,
+        force: bool = False,
+    ) -> IngestResult:
+        """Store validated records for ``account``, in order, in one transaction: all of
+        them or, on any error (also one raised by ``records``), none. ``chunk`` rows are
+        written at a time, so memory stays bounded however many records come.
+
+        With ``origin`` (read once ``records`` is exhausted) the file is recorded in
+        ``siem_ingest`` in the same transaction; if the account already has a file with
+        the same SHA-256, everything is rolled back and the result's ``already`` says
+        when it was stored, unless ``force``."""
+        ...
+
+    def ingested(self, account: str, sha256: str) -> IngestRecord | None:
+        """The record of a stored file (by its SHA-256), if the account has one."""
+        ...
+
+    def count(self, account: str | None = None) -> int:
+        """How many events are stored (for one account)."""
+        ...
+
+    def last_id(self, account: str | None = None) -> int:
+        """The highest stored id (of one account); 0 if there is none."""
+        ...
+
+
+class SyncLock(Protocol):
+    """A held sync lock of one (integration, destination); released on ``release()`` or
+    when the process holding it dies."""
+
+    def release(self) -> None: ...
+    def __enter__(self) -> SyncLock: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class StateStore(Protocol):
+    """Where cursors, intents, sync locks, the run log and dead letters live: on SQLite
+    (:class:`~siem_plugins.storage.State`) or PostgreSQL
+    (:class:`~siem_plugins.storage.PgState`)."""
+
+    def cursor(self, integration: str, destination: str) -> int: ...
+    def cursors(self) -> dict[tuple[str, str], int]: ...
+    def pending(self, integration: str, destination: str) -> Intent | None: ...
+
+    def record(self, intent: Intent) -> None:
+        """Record a new intent. There must be no pending one, and it must start after
+        the cursor (both checked: a violation is a :class:`StateError`)."""
+        ...
+
+    def discard(self, intent: Intent) -> None:
+        """Drop a pending intent without moving the cursor (its config changed)."""
+        ...
+
+    def complete(self, intent: Intent) -> None:
+        """The intent's object is complete: advance the cursor, drop the intent."""
+        ...
+
+    def try_lock(self, integration: str, destination: str) -> SyncLock | None:
+        """The (integration, destination)'s sync lock if no one else holds it, else
+        ``None``. Exclusive across threads and processes (and, on PostgreSQL, hosts)."""
+        ...
+
+    def run_started(self, integration: str, destination: str, worker: str) -> int: ...
+    def run_finished(
+        self, run_id: int, *, objects: int, events: int, error: str | None
+    ) -> None: ...
+
+    def set_aside(self, integration: str, account: str, errors: Mapping[int, str]) -> None:
+        """Record events (id -> why) a formatter could not format (kept if present)."""
+        ...
+
+    def set_aside_ids(self, integration: str, first_id: int, last_id: int) -> frozenset[int]:
+        """The ids of the integration's dead letters with ``first_id <= id <= last_id``."""
+        ...
+
+    def dead_letters(self, integration: str | None = None) -> list[DeadLetter]:
+        """Every dead letter (of one integration), in id order."""
+        ...
+
+    def complete_replay(
+        self, intent: Intent, shipped: Collection[int], errors: Mapping[int, str]
+    ) -> None:
+        """A replay object is complete: drop its intent and the dead letters it shipped,
+        and note the new error of those that failed again; one transaction."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,269 @@
+"""The state store: cursors, intents, sync locks, the run log and dead letters, in SQL
+written once for SQLite and PostgreSQL (the protocol: :class:`StateStore`).
+
+:class:`SQLState` holds every operation; a :class:`~siem_plugins.storage.dialect.Dialect`
+says how its database runs them. :class:`~siem_plugins.storage.sqlite.State` (SQLite, the
+event store's file by default) and :class:`~siem_plugins.storage.postgres.PgState` only
+pick the dialect and prepare the schema.
+
+On PostgreSQL every operation runs on this thread's connection; when that connection turns
+out to be dead (the server restarted, or an administrator terminated it while it was idle
+in the pool) the operation is run once more on a fresh one. The writes are written so that
+such a second run is safe even when the first one did commit and only its answer was lost
+(see :meth:`SQLState.record` and :meth:`SQLState.complete`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Collection, Mapping
+from typing import Generic
+
+from siem_plugins.kinds import Intent
+from siem_plugins.storage.dialect import C, Dialect
+from siem_plugins.storage.protocols import DeadLetter, StateError, SyncLock
+
+_SELECT_CURSOR = "SELECT last_id FROM siem_cursor WHERE integration=? AND destination=?"
+
+
+def worker_name() -> str:
+    """Who runs a sync, for the run log: ``host:pid:thread``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+class SQLState(Generic[C]):
+    """Cursors and intents (and the rest of :class:`StateStore`) in SQL, on a dialect."""
+
+    def __init__(self, dialect: Dialect[C]) -> None:
+        self._dialect = dialect
+
+    def close(self) -> None:
+        self._dialect.close()
+
+    # ------------------------------------------------------------------ cursors, intents
+
+    def cursor(self, integration: str, destination: str) -> int:
+        return self._dialect.run(lambda conn, retry: self._cursor(conn, integration, destination))
+
+    def cursors(self) -> dict[tuple[str, str], int]:
+        rows = self._dialect.run(
+            lambda conn, retry: conn.execute(
+                "SELECT integration, destination, last_id FROM siem_cursor"
+            ).fetchall()
+        )
+        return {(i, d): int(last) for i, d, last in rows}
+
+    def pending(self, integration: str, destination: str) -> Intent | None:
+        return self._dialect.run(lambda conn, retry: self._pending(conn, integration, destination))
+
+    def record(self, intent: Intent) -> None:
+        """Record a new intent. There must be no pending one, and it must start after
+        the cursor (both checked: a violation is a bug, never papered over)."""
+        d = self._dialect
+        # The cursor's row stays locked until the intent is in (SQLite: the whole file).
+        select_cursor = d.sql(_SELECT_CURSOR + d.for_update)
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                cur = conn.execute(
+                    select_cursor, (intent.integration, intent.destination)
+                ).fetchone()
+                if cur and intent.first_id <= cur[0]:
+                    raise StateError(
+                        f"intent {intent.first_id}-{intent.last_id} overlaps the cursor "
+                        f"{cur[0]} of {intent.integration}/{intent.destination}"
+                    )
+                try:
+                    with d.savepoint(conn):
+                        conn.execute(
+                            d.sql("INSERT INTO siem_intent VALUES (?,?,?,?,?,?,?,?)"),
+                            (
+                                intent.integration,
+                                intent.destination,
+                                intent.first_id,
+                                intent.last_id,
+                                intent.count,
+                                intent.key,
+                                intent.created,
+                                intent.fingerprint,
+                            ),
+                        )
+                except d.unique_violation:
+                    key = (intent.integration, intent.destination)
+                    if retry and self._pending(conn, *key) == intent:
+                        return  # the first try committed; only its answer was lost
+                    raise StateError(
+                        f"{intent.integration}/{intent.destination} already has a pending intent"
+                    ) from None
+
+        d.run(op)
+
+    def discard(self, intent: Intent) -> None:
+        """Drop a pending intent without moving the cursor (its config changed)."""
+        self._dialect.run(
+            lambda conn, retry: conn.execute(
+                self._dialect.sql(
+                    "DELETE FROM siem_intent WHERE integration=? AND destination=? AND first_id=?"
+                ),
+                (intent.integration, intent.destination, intent.first_id),
+            )
+        )
+
+    def complete(self, intent: Intent) -> None:
+        """The intent's object is complete: advance the cursor, drop the intent."""
+        d = self._dialect
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                deleted = conn.execute(
+                    d.sql(
+                        "DELETE FROM siem_intent WHERE integration=? AND destination=?"
+                        " AND first_id=? AND last_id=?"
+                    ),
+                    (intent.integration, intent.destination, intent.first_id, intent.last_id),
+                ).rowcount
+                if deleted != 1:
+                    key = (intent.integration, intent.destination)
+                    if retry and self._cursor(conn, *key) >= intent.last_id:
+                        return  # the first try committed; only its answer was lost
+                    raise StateError(
+                        f"no pending intent {intent.first_id}-{intent.last_id} for "
+                        f"{intent.integration}/{intent.destination}"
+                    )
+                # excluded.updated: the column's default, the time now.
+                conn.execute(
+                    d.sql(
+                        "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (?,?,?)"
+                        " ON CONFLICT (integration, destination) DO UPDATE SET"
+                        " last_id=excluded.last_id, updated=excluded.updated"
+                    ),
+                    (intent.integration, intent.destination, intent.last_id),
+                )
+
+        d.run(op)
+
+    def _cursor(self, conn: C, integration: str, destination: str) -> int:
+        row = conn.execute(self._dialect.sql(_SELECT_CURSOR), (integration, destination)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _pending(self, conn: C, integration: str, destination: str) -> Intent | None:
+        row = conn.execute(
+            self._dialect.sql(
+                "SELECT integration, destination, first_id, last_id, count, key, created,"
+                " fingerprint FROM siem_intent WHERE integration=? AND destination=?"
+            ),
+            (integration, destination),
+        ).fetchone()
+        return Intent(*row) if row else None
+
+    # ------------------------------------------------------------------ locks, runs
+
+    def try_lock(self, integration: str, destination: str) -> SyncLock | None:
+        """The (integration, destination)'s sync lock, if no one else holds it: a file
+        lock on SQLite, a session advisory lock on PostgreSQL; either dies with its
+        process."""
+        return self._dialect.try_lock(integration, destination)
+
+    def run_started(self, integration: str, destination: str, worker: str) -> int:
+        d = self._dialect
+        return d.run(
+            lambda conn, retry: d.insert_id(
+                conn,
+                d.sql(
+                    "INSERT INTO siem_sync_run (integration, destination, worker) VALUES (?,?,?)"
+                ),
+                (integration, destination, worker),
+            )
+        )
+
+    def run_finished(self, run_id: int, *, objects: int, events: int, error: str | None) -> None:
+        d = self._dialect
+        d.run(
+            lambda conn, retry: conn.execute(
+                d.sql(
+                    f"UPDATE siem_sync_run SET finished={d.clock},"  # noqa: S608 (dialect constants, no input)
+                    " objects=?, events=?, error=? WHERE id=?"
+                ),
+                (objects, events, error, run_id),
+            )
+        )
+
+    # ------------------------------------------------------------------ dead letters
+
+    def set_aside(self, integration: str, account: str, errors: Mapping[int, str]) -> None:
+        if not errors:
+            return
+        d = self._dialect
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                d.executemany(
+                    conn,
+                    d.sql(
+                        "INSERT INTO siem_dead_letter (integration, event_id, account, error)"
+                        " VALUES (?,?,?,?) ON CONFLICT (integration, event_id) DO NOTHING"
+                    ),
+                    [(integration, i, account, e) for i, e in sorted(errors.items())],
+                )
+
+        d.run(op)
+
+    def set_aside_ids(self, integration: str, first_id: int, last_id: int) -> frozenset[int]:
+        d = self._dialect
+        rows = d.run(
+            lambda conn, retry: conn.execute(
+                d.sql(
+                    "SELECT event_id FROM siem_dead_letter WHERE integration=?"
+                    " AND event_id>=? AND event_id<=?"
+                ),
+                (integration, first_id, last_id),
+            ).fetchall()
+        )
+        return frozenset(int(r[0]) for r in rows)
+
+    def dead_letters(self, integration: str | None = None) -> list[DeadLetter]:
+        d = self._dialect
+        sql = (
+            "SELECT integration, event_id, account, error,"  # noqa: S608 (dialect constants, no input)
+            f" {d.utc_text('created', ms=True)} FROM siem_dead_letter"
+        )
+        params: tuple[str, ...] = ()
+        if integration is not None:
+            sql += " WHERE integration=?"
+            params = (integration,)
+        sql = d.sql(sql + " ORDER BY integration, event_id")
+        rows = d.run(lambda conn, retry: conn.execute(sql, params).fetchall())
+        return [DeadLetter(i, int(e), a, err, c) for i, e, a, err, c in rows]
+
+    def complete_replay(
+        self, intent: Intent, shipped: Collection[int], errors: Mapping[int, str]
+    ) -> None:
+        d = self._dialect
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                conn.execute(
+                    d.sql(
+                        "DELETE FROM siem_intent WHERE integration=? AND destination=?"
+                        " AND first_id=?"
+                    ),
+                    (intent.integration, intent.destination, intent.first_id),
+                )
+                if shipped:
+                    d.executemany(
+                        conn,
+                        d.sql("DELETE FROM siem_dead_letter WHERE integration=? AND event_id=?"),
+                        [(intent.integration, i) for i in sorted(shipped)],
+                    )
+                if errors:
+                    d.executemany(
+                        conn,
+                        d.sql(
+                            "UPDATE siem_dead_letter SET error=? WHERE integration=? AND event_id=?"
+                        ),
+                        [(e, intent.integration, i) for i, e in errors.items()],
+                    )
+
+        d.run(op)
