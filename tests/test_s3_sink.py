@@ -1036,7 +1036,7 @@ def test_secret_key_never_reaches_errors_or_logs(
 ) -> None:
     secret = f"SiemSecret{secrets.token_hex(12)}"
     caplog.set_level(logging.DEBUG)
-    for name in ("botocore", "boto3", "urllib3", "smart_open", "siem_plugins"):
+    for name in ("botocore", "boto3", "urllib3", "siem_plugins"):
         caplog.set_level(logging.DEBUG, logger=name)
 
     sink = make_sink(
