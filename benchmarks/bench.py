@@ -223,7 +223,7 @@ def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as pkg_version
 
-    for pkg in ("siem-plugins", "isal", "zlib-ng", "orjson", "moto", "smart_open", "boto3"):
+    for pkg in ("siem-plugins", "isal", "zlib-ng", "orjson", "moto", "boto3"):
         try:
             versions[pkg] = pkg_version(pkg)
         except PackageNotFoundError:

@@ -38,8 +38,8 @@ LEAF_UP: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("gzip (compress.py)", ("siem_plugins/compress.py",)),
     ("formatter", ("builtin/jsonfmt.py", "builtin/syslog.py")),
     (
-        "S3 client (smart_open, botocore, http)",
-        ("smart_open", "botocore", "urllib3", "http/client", "socket.py", "ssl.py", "boto3"),
+        "S3 client (botocore, http)",
+        ("botocore", "urllib3", "http/client", "socket.py", "ssl.py", "boto3"),
     ),
     ("local sink (write, fsync)", ("builtin/local.py",)),
     ("Event objects (store.read listcomp)", ("<listcomp> (", "<genexpr> (")),

@@ -44,14 +44,43 @@ def s3_integration(
     }
 
 
+#: Events per object for objects of more than one 5 MiB part: a multipart upload (the
+#: test events are about 320 bytes of JSON each, stored uncompressed).
+LARGE_OBJECT_EVENTS = 18_000
+
+
+def large_integration(
+    name: str, s3: S3Server, bucket: str, smtp: SMTPServer | None = None
+) -> dict[str, Any]:
+    """An integration whose objects are multipart uploads of two 5 MiB parts or so."""
+    integ = s3_integration(
+        name, s3, bucket, smtp, compression="none", max_events=LARGE_OBJECT_EVENTS
+    )
+    integ["sink"]["part_size"] = 5 * 1024 * 1024
+    return integ
+
+
+def first_id_in_key(first: int) -> str:
+    """What an object's key holds of its first id, for faults aimed at that object."""
+    return f"_{first:020d}-"
+
+
 def shipped(s3: S3Server, bucket: str, prefix: str) -> Counter[int]:
     client = s3.client()
     seen: Counter[int] = Counter()
     for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
         body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-        for line in gzip.decompress(body).splitlines():
+        if obj["Key"].endswith(".gz"):
+            body = gzip.decompress(body)
+        for line in body.splitlines():
             seen[orjson.loads(line)["seq"]] += 1
     return seen
+
+
+def multipart_objects(s3: S3Server, bucket: str, prefix: str) -> list[str]:
+    """Keys under ``prefix`` of objects that were uploaded in parts."""
+    listing = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return [obj["Key"] for obj in listing if "-" in obj["ETag"]]
 
 
 def no_open_uploads(s3: S3Server, bucket: str) -> bool:
@@ -70,11 +99,15 @@ def test_transient_s3_faults_are_retried_and_data_lands_once(
     ingest(siem_store, "acme", numbered(siem_events(6000)))
     faults = s3_server.faults
     assert faults is not None
-    faults.fail_next(2, status=503, code="SlowDown", op="CreateMultipartUpload")
-    faults.fail_next(2, status=500, code="InternalError", op="UploadPart")
-    faults.fail_next(1, status=503, code="SlowDown", op="CompleteMultipartUpload")
-    faults.reset_connection_next(1, when="before", op="UploadPart")
-    faults.reset_connection_next(1, when="after", op="CompleteMultipartUpload")
+    # Objects of 1,000 gzipped events are one PutObject each; faults for five of them.
+    put = "PutObject"
+    faults.fail_next(2, status=503, code="SlowDown", op=put, path_contains=first_id_in_key(1))
+    faults.fail_next(
+        2, status=500, code="InternalError", op=put, path_contains=first_id_in_key(1001)
+    )
+    faults.fail_next(1, status=503, code="SlowDown", op=put, path_contains=first_id_in_key(2001))
+    faults.reset_connection_next(1, when="before", op=put, path_contains=first_id_in_key(3001))
+    faults.reset_connection_next(1, when="after", op=put, path_contains=first_id_in_key(4001))
     rt = runtime(
         siem_store.path,
         [s3_integration("acme", s3_server, s3_bucket, smtp_server, max_events=1000)],
@@ -94,6 +127,47 @@ def test_transient_s3_faults_are_retried_and_data_lands_once(
     assert no_open_uploads(s3_server, s3_bucket)
     assert rt.state.cursor("acme", SINK) == 10000
     assert len(smtp_server.messages) == 2  # one digest per sync
+    rt.close()
+
+
+def test_transient_faults_of_multipart_uploads_are_retried_and_data_lands_once(
+    tmp_path: Path,
+    siem_store: SQLiteStore,
+    siem_events: Any,
+    s3_server: S3Server,
+    s3_bucket: str,
+    smtp_server: SMTPServer,
+    s3_fast_retries: None,
+) -> None:
+    ingest(siem_store, "acme", numbered(siem_events(2 * LARGE_OBJECT_EVENTS)))
+    faults = s3_server.faults
+    assert faults is not None
+    faults.fail_next(2, status=503, code="SlowDown", op="CreateMultipartUpload")
+    faults.fail_next(2, status=500, code="InternalError", op="UploadPart")
+    faults.fail_next(1, status=503, code="SlowDown", op="CompleteMultipartUpload")
+    faults.reset_connection_next(1, when="before", op="UploadPart")
+    faults.reset_connection_next(1, when="after", op="CompleteMultipartUpload")
+    rt = runtime(siem_store.path, [large_integration("acme", s3_server, s3_bucket, smtp_server)])
+    result = Pipeline(rt).sync(rt.integrations[0])
+    assert result.ok, result.errors
+    assert faults.pending() == 0 and faults.injected() == 7
+    # Then a third of all requests fail, at random (one object makes only a few).
+    ingest(
+        siem_store,
+        "acme",
+        numbered(siem_events(LARGE_OBJECT_EVENTS, seed=2), start=2 * LARGE_OBJECT_EVENTS + 1),
+    )
+    faults.random_failure_rate(0.3, seed=1)
+    result = Pipeline(rt).sync(rt.integrations[0])
+    faults.random_failure_rate(0)
+    assert result.ok, result.errors
+    assert faults.injected() > 7
+    total = 3 * LARGE_OBJECT_EVENTS
+    seen = shipped(s3_server, s3_bucket, "acme/")
+    assert sorted(seen) == list(range(1, total + 1)) and set(seen.values()) == {1}
+    assert len(multipart_objects(s3_server, s3_bucket, "acme/")) == 3
+    assert no_open_uploads(s3_server, s3_bucket)
+    assert rt.state.cursor("acme", SINK) == total
     rt.close()
 
 
@@ -224,28 +298,27 @@ def test_uploads_created_by_failed_requests_are_aborted_and_logged(
 ) -> None:
     # A proxy in front of S3 that fails *after* forwarding CreateMultipartUpload: the
     # server started an upload whose id the shipper never learned, and botocore's retry
-    # started another.
-    ingest(siem_store, "acme", numbered(siem_events(3000)))
+    # started another. (Only objects of more than one part start a multipart upload.)
+    n = LARGE_OBJECT_EVENTS
+    ingest(siem_store, "acme", numbered(siem_events(3 * n)))
     faults = s3_server.faults
     assert faults is not None
     create = "CreateMultipartUpload"
     faults.fail_next(1, status=500, code="InternalError", op=create, after=True)
     faults.reset_connection_next(1, when="after", op=create)
-    second = f"_{1001:020d}-"  # in the second object's key: its first id
+    second = first_id_in_key(n + 1)
     faults.fail_next(
         2, status=500, code="InternalError", op=create, after=True, path_contains=second
     )
     caplog.set_level("INFO", logger="siem_plugins.builtin.s3")
-    rt = runtime(
-        siem_store.path,
-        [s3_integration("acme", s3_server, s3_bucket, smtp_server, max_events=1000)],
-    )
+    rt = runtime(siem_store.path, [large_integration("acme", s3_server, s3_bucket, smtp_server)])
     result = Pipeline(rt).sync(rt.integrations[0])
     assert result.ok, result.errors
     assert faults.pending() == 0 and faults.injected("CreateMultipartUpload") == 4
     assert open_upload_keys(s3_server, s3_bucket) == []
     seen = shipped(s3_server, s3_bucket, "acme/")
-    assert sorted(seen) == list(range(1, 3001)) and set(seen.values()) == {1}
+    assert sorted(seen) == list(range(1, 3 * n + 1)) and set(seen.values()) == {1}
+    assert len(multipart_objects(s3_server, s3_bucket, "acme/")) == 3
     objects = [r.location for r in result.objects]
     records = [r for r in caplog.records if "aborted" in r.getMessage()]
     assert {r.levelname for r in records} == {"INFO"}
@@ -276,14 +349,15 @@ def test_soak_random_faults_after_forwarding_leave_no_open_uploads(
         [s3_integration("acme", s3_server, s3_bucket, smtp_server, max_events=500)],
     )
     integ = rt.integrations[0]
-    # 20 % of the requests that start, fill or finish an upload are carried out by the
-    # server and then answered with a 500 or a dropped connection.
+    # 20 % of the requests that write an object (here a PutObject each, at most one
+    # part) are carried out by the server and then answered with a 500 or a dropped
+    # connection: the retry writes the same bytes again.
     faults.random_failure_rate(
         0.2,
         seed=11,
         status=500,
         code="InternalError",
-        op=("CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"),
+        op=("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"),
         actions=("error-after", "reset-after"),
     )
     events = siem_events(20_000, seed=3)
@@ -298,7 +372,7 @@ def test_soak_random_faults_after_forwarding_leave_no_open_uploads(
             assert failed_syncs < 5, result.errors
             result = Pipeline(rt).sync(integ)
     faults.random_failure_rate(0)
-    assert faults.injected("CreateMultipartUpload") >= 5  # each left an orphan behind
+    assert faults.injected("PutObject") >= 5  # each stored the object before failing
     assert open_upload_keys(s3_server, s3_bucket) == []
     seen = shipped(s3_server, s3_bucket, "acme/")
     assert sorted(seen) == list(range(1, 20_001)) and set(seen.values()) == {1}

@@ -1,10 +1,11 @@
 """An in-process S3 server for tests: moto behind real HTTP, with programmable faults.
 
 Tests talk to it over a real socket on 127.0.0.1, so the whole client stack (boto3,
-botocore retries, smart_open) runs exactly as in production. A WSGI middleware in front
-of moto can fail, or drop the connection of, chosen requests, before moto sees them or
-after moto carried them out (the server acted, the client never learns it did), and it
-records every request so a test can assert that retries really happened.
+botocore retries, the sink's own multipart uploads) runs exactly as in production. A
+WSGI middleware in front of moto can fail, or drop the connection of, chosen requests,
+before moto sees them or after moto carried them out (the server acted, the client never
+learns it did), and it records every request so a test can assert that retries really
+happened.
 
 Where moto departs from S3 in ways a sink's clean-up depends on, the middleware makes it
 answer as S3 does: ``ListMultipartUploads`` reports when each upload was really initiated
