@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from siem_plugins.testkit.s3server import S3Server
+from siem_plugins.testing.s3server import S3Server
 
 
 def main() -> int:

@@ -19,12 +19,6 @@ from siem_plugins.builtin.local import LocalSink
 from siem_plugins.builtin.outbox import OutboxNotifier
 from siem_plugins.builtin.s3 import S3Sink
 from siem_plugins.builtin.syslog import FRAMINGS, SyslogFormatter
-from siem_plugins.conformance import (
-    INJECTION_TEXTS,
-    digest_of,
-    events_from_dicts,
-    hostile_event_dicts,
-)
 from siem_plugins.events import canonicalize
 from siem_plugins.kinds import Formatter, Notifier, Sink, Source
 from siem_plugins.options import Options
@@ -35,8 +29,14 @@ from siem_plugins.testing import (
     SinkConformance,
     SourceConformance,
 )
-from siem_plugins.testkit.s3server import S3Server
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.conformance import (
+    INJECTION_TEXTS,
+    digest_of,
+    events_from_dicts,
+    hostile_event_dicts,
+)
+from siem_plugins.testing.s3server import S3Server
+from siem_plugins.testing.smtpserver import SMTPServer
 
 MiB = 1024 * 1024
 

@@ -25,7 +25,7 @@ from siem_plugins.events import Event, canonicalize
 from siem_plugins.kinds import Digest, Notifier
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.testing import SMTP_PASSWORD, SMTP_USER
-from siem_plugins.testkit.smtpserver import SMTPServer, closed_port
+from siem_plugins.testing.smtpserver import SMTPServer, closed_port
 
 NOTIFY_PATH = "integration[0].notify"
 SENDER = "siem@example.com"

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from siem_plugins.testkit.s3server import S3Server
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.s3server import S3Server
+from siem_plugins.testing.smtpserver import SMTPServer
 
 DATA = Path(__file__).parent / "data"
 RFC5424 = re.compile(r"<134>1 (\S+) - metadefender-it-access - (\S+) - (.*)\Z")

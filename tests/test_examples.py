@@ -38,7 +38,6 @@ import pytest
 
 from siem_plugins.builtin.jsonfmt import JSONFormatter
 from siem_plugins.config import config_from_dict
-from siem_plugins.conformance import digest_of, events_from_dicts, sample_events
 from siem_plugins.host import PluginHost, create_host
 from siem_plugins.kinds import Notifier, ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
@@ -46,6 +45,7 @@ from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
 from siem_plugins.storage import SQLiteStore
 from siem_plugins.testing import NotifierConformance, StreamSinkConformance
+from siem_plugins.testing.conformance import digest_of, events_from_dicts, sample_events
 from tests.helpers import drop_in_folder, ingest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ import pytest
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
 from siem_plugins.storage import NOTIFIER, SINK, SQLiteStore
-from siem_plugins.testkit.s3server import S3Server
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.s3server import S3Server
+from siem_plugins.testing.smtpserver import SMTPServer
 from tests.helpers import ingest, numbered, runtime
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from siem_plugins.events import canonicalize
 from siem_plugins.storage import SINK, PgState, PostgresStore
-from siem_plugins.testkit.s3server import S3Server
+from siem_plugins.testing.s3server import S3Server
 from tests.helpers import drop_in_folder
 
 PLUGINS = Path(__file__).parent / "plugins"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from siem_plugins.builtin.email import EmailNotifier
 from siem_plugins.builtin.outbox import OutboxNotifier
-from siem_plugins.conformance import (
+from siem_plugins.options import Options
+from siem_plugins.testing.conformance import (
     CONTROL_TEXTS,
     INJECTION_TEXTS,
     UNICODE_TEXTS,
@@ -19,8 +20,7 @@ from siem_plugins.conformance import (
     hostile_event_dicts,
     sample_events,
 )
-from siem_plugins.options import Options
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.smtpserver import SMTPServer
 
 _DATE = re.compile(rb"^Date: [^\r\n]*\r\n", re.M)
 

@@ -29,8 +29,8 @@ from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
 from siem_plugins.storage import NOTIFIER, SINK, PgState, PostgresStore
 from siem_plugins.testing import DEFAULT_PG_URL
-from siem_plugins.testkit.netfaults import TCPProxy
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.netfaults import TCPProxy
+from siem_plugins.testing.smtpserver import SMTPServer
 from tests.helpers import local_objects, seqs_in
 
 

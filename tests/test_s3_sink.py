@@ -32,7 +32,7 @@ from siem_plugins.builtin.s3 import writer as writer_module
 from siem_plugins.keys import object_key, parse_object_key
 from siem_plugins.kinds import ObjectMeta, Sink
 from siem_plugins.options import ConfigError, Options
-from siem_plugins.testkit.s3server import Faults, S3Server
+from siem_plugins.testing.s3server import Faults, S3Server
 
 MiB = 1024 * 1024
 PATH = "integration[0].sink"

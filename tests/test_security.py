@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from siem_plugins.storage import SQLiteStore
-from siem_plugins.testkit.s3server import S3Server
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.s3server import S3Server
+from siem_plugins.testing.smtpserver import SMTPServer
 from tests.helpers import ingest, numbered
 
 AWS_SECRET = "aWsSeCrEt/do-not-log+0123456789abcdefXYZ"

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from siem_plugins.builtin.email import EmailNotifier, NotifierError
-from siem_plugins.conformance import digest_of, sample_events
 from siem_plugins.options import ConfigError, Options
 from siem_plugins.runtime import Runtime
 from siem_plugins.scheduler import Scheduler
 from siem_plugins.storage import NOTIFIER, SINK, SQLiteStore
-from siem_plugins.testkit.netfaults import Tarpit
-from siem_plugins.testkit.s3server import S3Server
-from siem_plugins.testkit.smtpserver import SMTPServer
+from siem_plugins.testing.conformance import digest_of, sample_events
+from siem_plugins.testing.netfaults import Tarpit
+from siem_plugins.testing.s3server import S3Server
+from siem_plugins.testing.smtpserver import SMTPServer
 from tests.helpers import ingest, numbered, runtime
 
 

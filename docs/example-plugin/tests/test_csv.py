@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from siem_example.plugin import COLUMNS, CSVFormatter, parse_line
 
-from siem_plugins.conformance import (
+from siem_plugins import ConfigError, Options
+from siem_plugins.testing import (
     CONTROL_TEXTS,
     UNICODE_TEXTS,
+    FormatterConformance,
     events_from_dicts,
     hostile_event_dicts,
     sample_events,
 )
-from siem_plugins.options import ConfigError, Options
-from siem_plugins.testing import FormatterConformance
 
 
 class TestCSVConformance(FormatterConformance):

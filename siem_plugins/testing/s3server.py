@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -706,13 +706,3 @@ class S3Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running_s3_server() -> Iterator[S3Server]:
-    """A server for the duration of a ``with`` block (external if configured)."""
-    server = S3Server.from_environment()
-    try:
-        yield server
-    finally:
-        server.stop()

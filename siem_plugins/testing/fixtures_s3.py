@@ -1,4 +1,4 @@
-"""pytest fixtures for the S3 test server (see :mod:`siem_plugins.testkit.s3server`).
+"""pytest fixtures for the S3 test server (see :mod:`siem_plugins.testing.s3server`).
 
 ``s3_server`` is one server per test session, reset (faults, recorded requests, every
 bucket) before each test; ``s3_bucket`` is a fresh bucket on it; ``s3_faults`` is its
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from siem_plugins.testkit.s3server import Faults, S3Server
+from siem_plugins.testing.s3server import Faults, S3Server
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ use them pays nothing:
   afterwards). The server comes from ``SIEM_TEST_PG_URL`` (default: the local one on
   127.0.0.1:5432, database ``test``); if it is unreachable the test fails, it is not skipped.
 
-It also re-exports the conformance suites of :mod:`siem_plugins.conformance`
+It also re-exports the conformance suites of :mod:`siem_plugins.testing.conformance`
 (``SinkConformance``, ``StreamSinkConformance``, ``FormatterConformance``,
 ``NotifierConformance``, ``SourceConformance``): subclass one in a test module and
 provide its fixtures; their event helpers (``sample_events``, ``events_from_dicts``,
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 # The S3 fixtures live beside their server; importing them costs only the stdlib.
-from siem_plugins.testkit.fixtures_s3 import (  # noqa: F401 (re-exported fixtures)
+from siem_plugins.testing.fixtures_s3 import (  # noqa: F401 (re-exported fixtures)
     s3_bucket,
     s3_fast_retries,
     s3_faults,
@@ -47,9 +47,12 @@ from siem_plugins.testkit.fixtures_s3 import (  # noqa: F401 (re-exported fixtur
 
 # The suites' asserts are the plugin author's test failures: have pytest rewrite them
 # for readable messages. This must happen before the module is first imported.
-pytest.register_assert_rewrite("siem_plugins.conformance")
+pytest.register_assert_rewrite("siem_plugins.testing.conformance")
 
-from siem_plugins.conformance import (  # noqa: E402 (re-exported, after the rewrite hook)
+from siem_plugins.testing.conformance import (  # noqa: E402 (re-exported, after the rewrite hook)
+    CONTROL_TEXTS,
+    INJECTION_TEXTS,
+    UNICODE_TEXTS,
     FormatterConformance,
     NotifierConformance,
     SinkConformance,
@@ -57,6 +60,7 @@ from siem_plugins.conformance import (  # noqa: E402 (re-exported, after the rew
     StreamSinkConformance,
     digest_of,
     events_from_dicts,
+    hostile_event_dicts,
     sample_events,
 )
 
@@ -67,7 +71,7 @@ _HARNESS = {"build", "store_events", "sync_once"}
 
 def __getattr__(name: str) -> Any:
     if name in _HARNESS:
-        from siem_plugins.testkit import harness
+        from siem_plugins.testing import harness
 
         return getattr(harness, name)
     if name == "SyncResult":
@@ -80,13 +84,16 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from siem_plugins.pipeline import SyncResult
     from siem_plugins.storage import SQLiteStore
-    from siem_plugins.testkit.harness import build, store_events, sync_once
-    from siem_plugins.testkit.smtpserver import SMTPServer
+    from siem_plugins.testing.harness import build, store_events, sync_once
+    from siem_plugins.testing.smtpserver import SMTPServer
 
 __all__ = [
+    "CONTROL_TEXTS",
     "DEFAULT_PG_URL",
+    "INJECTION_TEXTS",
     "SMTP_PASSWORD",
     "SMTP_USER",
+    "UNICODE_TEXTS",
     "FormatterConformance",
     "NotifierConformance",
     "SinkConformance",
@@ -96,6 +103,7 @@ __all__ = [
     "build",
     "digest_of",
     "events_from_dicts",
+    "hostile_event_dicts",
     "pg_url",
     "s3_bucket",
     "s3_fast_retries",
@@ -118,7 +126,7 @@ SMTP_PASSWORD = "s3cret-pass"  # noqa: S105 (a throwaway test credential)
 @pytest.fixture
 def smtp_server() -> Iterator[SMTPServer]:
     """A plain SMTP server (no TLS, no AUTH) that records every mail."""
-    from siem_plugins.testkit.smtpserver import SMTPServer
+    from siem_plugins.testing.smtpserver import SMTPServer
 
     with SMTPServer() as server:
         yield server
@@ -127,7 +135,7 @@ def smtp_server() -> Iterator[SMTPServer]:
 @pytest.fixture
 def smtp_tls_server() -> Iterator[SMTPServer]:
     """STARTTLS required, then AUTH as ``siem`` / ``s3cret-pass``. Trust ``.ca_file``."""
-    from siem_plugins.testkit.smtpserver import SMTPServer
+    from siem_plugins.testing.smtpserver import SMTPServer
 
     with SMTPServer(
         starttls=True, require_starttls=True, auth=(SMTP_USER, SMTP_PASSWORD)
