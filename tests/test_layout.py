@@ -182,3 +182,24 @@ def test_the_guides_code_pointers_name_files_that_exist() -> None:
                 if not ((ROOT / name).exists() or (PACKAGE / name).exists()):
                     missing.append(f"{doc.name}: {name}")
     assert not missing, f"guides name files that do not exist: {missing}"
+
+
+def test_the_architecture_page_names_modules_that_exist() -> None:
+    """docs/architecture.md's layer table names every module of the package, and only
+    modules that exist: a module added or moved without the page is caught here."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    table = page.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    named: set[str] = set()
+    for row in table.splitlines()[3:]:
+        cells = row.split("|")
+        if len(cells) < 4:
+            continue
+        for name in re.findall(r"`([\w/]+(?:\.py|/))`", cells[2] + cells[3]):
+            named.add(name.rstrip("/"))
+    missing = sorted(n for n in named if not (PACKAGE / n).exists())
+    assert not missing, f"architecture.md names what does not exist: {missing}"
+    top = {p.name for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    }
+    unnamed = sorted(top - {n.split("/")[0] for n in named})
+    assert not unnamed, f"architecture.md does not place: {unnamed}"
