@@ -368,3 +368,57 @@ def test_a_missing_folder_is_named_at_debug_and_a_missing_plugins_dir_warns(
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" in proc.stderr
     assert "--plugins-dir nope is not a folder: no drop-in plugins loaded" in proc.stderr
+
+
+def test_a_disabled_plugin_is_listed_and_named_where_its_component_is_missing(
+    tmp_path: Path,
+) -> None:
+    host = create_host(None, entry_points=False, disabled={"jsonfmt"})
+    assert [(d.name, d.origin) for d in host.skipped] == [("jsonfmt", "built-in")]
+    with pytest.raises(ConfigError) as info:
+        host.formatter("json", Options({}, path="integration[0].format"))
+    assert (
+        "unknown formatter 'json'; available: syslog; plugins disabled by "
+        "SIEM_DISABLED_PLUGINS: jsonfmt (built-in)"
+    ) in str(info.value)
+    env = {**os.environ, "SIEM_DISABLED_PLUGINS": "jsonfmt"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "siem_plugins", "plugins", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # disabled on purpose: not a failure
+    listing = json.loads(proc.stdout)
+    assert listing["disabled"] == [{"name": "jsonfmt", "origin": "built-in"}]
+    assert "jsonfmt" not in {p["name"] for p in listing["plugins"]}
+    descriptions = {
+        (c["kind"], c["name"]): c["description"] for p in listing["plugins"] for c in p["provides"]
+    }
+    assert descriptions[("sink", "s3")].startswith("objects in an S3 bucket")
+
+
+def test_a_component_that_breaks_its_contract_is_named_with_what_it_lacks() -> None:
+    from siem_plugins import SinkSpec, hookimpl
+
+    class HalfASink:  # no identity(), no stream: written before the contract said so
+        def describe(self) -> str:
+            return "somewhere"
+
+        def open(self, key: str, meta: object) -> object:
+            raise NotImplementedError
+
+        def probe(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    class Plugin:
+        @hookimpl
+        def siem_register_sinks(self) -> list[SinkSpec]:
+            return [SinkSpec("half", lambda options: HalfASink())]  # type: ignore[arg-type,return-value]
+
+    host = create_host(None, entry_points=False, disabled=(), extra=[("half", Plugin())])
+    with pytest.raises(
+        ConfigError,
+        match=r"integration\[0\]\.sink\.type: sink plugin 'half' "
+        r"built a HalfASink, which is not a Sink \(it lacks: identity, stream\)",
+    ):
+        host.sink("half", Options({}, path="integration[0].sink"))
