@@ -34,7 +34,8 @@ plugins: built-ins, installed packages (entry point group siem_plugins), then *.
   config file (none without a config file). Files and folders writable by group or others
   are refused. SIEM_DISABLED_PLUGINS=a,b skips plugins before import; SIEM_TRACE_PLUGINS=1
   logs every hook call.
-exit status: 0 ok; 1 a sync, check or ingest failed; 2 bad usage or configuration.
+exit status: 0 ok; 1 a sync, check, ingest or dead-letter replay failed (or another process
+  was syncing), or a plugin failed to load; 2 bad usage or configuration.
 """
 
 #: Where the user guide is installed (``[options.data_files]`` of setup.cfg), under the
