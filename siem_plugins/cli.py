@@ -483,6 +483,171 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Every integration's health: a table (or JSON); exit 1 if one needs attention."""
+    from datetime import UTC, datetime
+
+    from siem_plugins.config import parse_duration
+    from siem_plugins.health import ALARMING, Thresholds, collect
+    from siem_plugins.options import Options
+
+    cfg = _config(args)
+    assert cfg is not None
+    max_lag = None
+    if args.max_lag is not None:
+        max_lag = parse_duration(args.max_lag, Options({}, path=""), "--max-lag")
+    thresholds = Thresholds.for_interval(
+        cfg.interval, max_lag=max_lag, max_lag_events=args.max_lag_events
+    )
+    now = datetime.now(UTC)
+    with _runtime(args, cfg) as rt:
+        if args.integration:
+            for name in args.integration:
+                cfg.integration(name)  # an unknown name is a usage error, listed
+        report = collect(rt, thresholds=thresholds, names=args.integration, now=now)
+        runs = {
+            h.name: rt.state.recent_runs(h.name, limit=args.runs)
+            for h in report
+            if args.integration
+        }
+    alarm = any(h.enabled and h.state in ALARMING for h in report)
+    if args.json:
+        print(json.dumps(_status_json(report, runs, thresholds), indent=2))
+        return 1 if alarm else 0
+    _print_status(report, runs, now)
+    return 1 if alarm else 0
+
+
+def _status_json(report: Any, runs: dict[str, Any], thresholds: Any) -> dict[str, Any]:
+    out = []
+    for h in report:
+        destinations = []
+        for d in h.destinations:
+            r = d.record
+            destinations.append(
+                {
+                    "destination": d.destination,
+                    "where": d.where,
+                    "state": d.state,
+                    "cursor": d.cursor,
+                    "behind_events": None if d.lag is None else d.lag.events,
+                    "oldest_unshipped": None if d.lag is None else d.lag.oldest,
+                    "lag_seconds": None if d.lag_seconds is None else round(d.lag_seconds, 3),
+                    "last_attempt": r and r.last_attempt,
+                    "last_success": r and r.last_success,
+                    "last_error": r and r.last_error,
+                    "last_error_at": r and r.last_error_at,
+                    "consecutive_failures": r.failures if r else 0,
+                    "pending": None
+                    if d.pending is None
+                    else {
+                        "first_id": d.pending.first_id,
+                        "last_id": d.pending.last_id,
+                        "count": d.pending.count,
+                        "key": d.pending.key,
+                    },
+                }
+            )
+        item: dict[str, Any] = {
+            "integration": h.name,
+            "account": h.account,
+            "format": h.format,
+            "enabled": h.enabled,
+            "state": h.state,
+            "destinations": destinations,
+        }
+        if h.name in runs:
+            item["recent_runs"] = [dataclasses.asdict(run) for run in runs[h.name]]
+        out.append(item)
+    return {
+        "thresholds": {
+            "max_lag_seconds": thresholds.max_lag,
+            "max_lag_events": thresholds.max_lag_events,
+            "stale_after_seconds": thresholds.stale_after,
+        },
+        "integrations": out,
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_status(report: Any, runs: dict[str, Any], now: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    colours = {"ok": "green", "disabled": "dim", "never run": "yellow", "behind": "yellow"}
+    table = Table(title="siem-plugins status")
+    for col in (
+        "integration",
+        "account",
+        "format",
+        "destination",
+        "state",
+        "behind",
+        "lag",
+        "last success",
+        "last error",
+    ):
+        table.add_column(col, overflow="fold")
+    for h in report:
+        for d in h.destinations:
+            r = d.record
+            colour = colours.get(d.state, "red")
+            error = r.last_error if r and r.last_error else ""
+            if len(error) > 120:
+                error = error[:117] + "..."
+            table.add_row(
+                escape(h.name),
+                escape(h.account),
+                escape(h.format),
+                escape(f"{d.destination} {d.where}"),
+                f"[{colour}]{d.state}[/{colour}]",
+                "?" if d.lag is None else f"{d.lag.events:,}",
+                _age(d.lag_seconds),
+                escape(r.last_success or "never") if r else "never",
+                escape(error),
+            )
+    console = Console()
+    console.print(table)
+    for name, recent in runs.items():
+        detail = Table(title=f"{name}: recent passes")
+        for col in ("destination", "worker", "started", "finished", "objects", "events", "error"):
+            detail.add_column(col, overflow="fold")
+        for run in recent:
+            detail.add_row(
+                *(
+                    escape("" if v is None else str(v))
+                    for v in (
+                        run.destination,
+                        run.worker,
+                        run.started,
+                        run.finished or "running",
+                        run.objects,
+                        run.events,
+                        run.error,
+                    )
+                )
+            )
+        console.print(detail)
+        for h in report:
+            for d in h.destinations:
+                if h.name == name and d.pending is not None:
+                    console.print(
+                        f"{escape(name)} {d.destination}: pending intent "
+                        f"{d.pending.first_id}-{d.pending.last_id} ({d.pending.count} events, "
+                        f"{escape(d.pending.key)})",
+                        highlight=False,
+                    )
+
+
 def cmd_store(args: argparse.Namespace) -> int:
     from siem_plugins.storage import DEFAULT_URL, is_postgres, open_store
 
@@ -676,6 +841,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="Celery pool (default prefork)",
     )
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="how every integration is doing; exit 1 if one needs attention",
+        description="One row per integration and destination: state (ok, failing, "
+        "stale, behind, never run, disabled), how many events wait and how old the "
+        "oldest is, the last success and the last error. Exit status 1 when an enabled "
+        "integration is failing, stale, behind or has never run, so it can be a "
+        "monitoring check.",
+    )
+    p.add_argument(
+        "-i",
+        "--integration",
+        action="append",
+        metavar="NAME",
+        help="only this integration, with its recent passes and pending intents (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--max-lag",
+        metavar="DURATION",
+        help="behind when the oldest unshipped event is older (default: 3 intervals, at least 5m)",
+    )
+    p.add_argument(
+        "--max-lag-events",
+        type=int,
+        metavar="N",
+        help="behind when more events wait (default: no limit)",
+    )
+    p.add_argument("--runs", type=int, default=10, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "store",

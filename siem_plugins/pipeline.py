@@ -26,6 +26,7 @@ from typing import Any
 
 from siem_plugins.compress import compressor
 from siem_plugins.events import Event, canonicalize
+from siem_plugins.health import measure_lag
 from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
     DestinationError,
@@ -205,12 +206,17 @@ class Pipeline:
                 step(integ, result, catch_up)
             except Exception as exc:
                 self._failed(integ, destination, result, exc)
+            behind, oldest = self._lag(integ, destination)
             try:
                 self.rt.state.run_finished(
                     run_id,
+                    integration=integ.name,
+                    destination=destination,
                     objects=len(result.objects) - objects,
                     events=result.events - events + len(result.digests) - digests,
                     error=result.errors.get(destination),
+                    behind=behind,
+                    oldest=oldest,
                 )
             except Exception as exc:
                 log.warning(
@@ -220,6 +226,18 @@ class Pipeline:
                     _one_line(exc),
                 )
         return result
+
+    def _lag(self, integ: Integration, destination: str) -> tuple[int | None, str | None]:
+        """How far the destination is behind as its pass ends (for its health record);
+        ``(None, None)`` if the store cannot say."""
+        try:
+            lag = measure_lag(
+                self.rt.source, self.rt.state, integ.name, integ.config.account, destination
+            )
+        except Exception as exc:  # the health record is worth a lot less than the pass
+            log.debug("%s: %s: lag not measured: %s", integ.name, destination, _one_line(exc))
+            return None, None
+        return lag.events, lag.oldest
 
     def _failed(
         self,

@@ -154,8 +154,12 @@ def test_the_run_log_records_start_end_and_counts(url: str, state: StateStore) -
     first = state.run_started("acme", SINK, "host:1:main")
     second = state.run_started("acme", "notifier", "host:1:main")
     assert second > first
-    state.run_finished(first, objects=2, events=30, error=None)
-    state.run_finished(second, objects=0, events=0, error="boom")
+    state.run_finished(
+        first, integration="acme", destination=SINK, objects=2, events=30, error=None
+    )
+    state.run_finished(
+        second, integration="acme", destination="notifier", objects=0, events=0, error="boom"
+    )
     rows = query(
         url,
         "SELECT id, destination, worker, objects, events, error, finished >= started"
@@ -166,6 +170,53 @@ def test_the_run_log_records_start_end_and_counts(url: str, state: StateStore) -
         (second, "notifier", "host:1:main", 0, 0, "boom"),
     ]
     assert all(r[6] for r in rows)
+
+
+def test_the_health_record_follows_every_pass(state: StateStore) -> None:
+    def pass_(destination: str, error: str | None, behind: int | None = 0) -> None:
+        run = state.run_started("acme", destination, "host:1:main")
+        oldest = "2022-07-15T08:55:12.279Z" if behind else None
+        state.run_finished(
+            run,
+            integration="acme",
+            destination=destination,
+            objects=0,
+            events=0,
+            error=error,
+            behind=behind,
+            oldest=oldest,
+        )
+
+    assert state.health() == []
+    pass_(SINK, None)
+    (ok,) = state.health("acme")
+    assert (ok.destination, ok.failures, ok.last_error, ok.behind, ok.oldest) == (
+        SINK, 0, None, 0, None,
+    )  # fmt: skip
+    assert ok.last_success == ok.last_attempt and ok.last_attempt.endswith("Z")
+    time.sleep(0.01)
+    pass_(SINK, "AccessDenied", behind=40)
+    pass_(SINK, "AccessDenied again", behind=45)
+    pass_("notifier", "smtp down")
+    notifier, sink = state.health("acme")  # by destination: "notifier" < "sink"
+    assert (sink.failures, sink.last_error, sink.behind, sink.oldest) == (
+        2, "AccessDenied again", 45, "2022-07-15T08:55:12.279Z",
+    )  # fmt: skip
+    assert sink.last_success == ok.last_success < sink.last_attempt  # the success is kept
+    assert sink.last_error_at == sink.last_attempt
+    assert (notifier.destination, notifier.failures, notifier.last_success) == (
+        "notifier", 1, None,
+    )  # fmt: skip
+    time.sleep(0.01)
+    pass_(SINK, None)
+    sink = state.health("acme")[1]
+    # Recovered: no failure counted, the last error kept for the record, with its time.
+    assert (sink.failures, sink.last_error, sink.behind) == (0, "AccessDenied again", 0)
+    assert sink.last_success == sink.last_attempt > sink.last_error_at  # type: ignore[operator]
+    assert [r.error for r in state.recent_runs("acme", limit=3)] == [
+        None, "smtp down", "AccessDenied again",
+    ]  # fmt: skip
+    assert state.health("nobody") == []
 
 
 def test_dead_letters_are_set_aside_listed_and_replayed(state: StateStore) -> None:

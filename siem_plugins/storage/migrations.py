@@ -107,6 +107,24 @@ CREATE TABLE IF NOT EXISTS siem_dead_letter (
 );
 """,
     ),
+    (
+        5,
+        "the health record of each integration's destinations",
+        """
+CREATE TABLE IF NOT EXISTS siem_health (
+    integration   text NOT NULL,
+    destination   text NOT NULL,
+    last_attempt  timestamptz NOT NULL,
+    last_success  timestamptz,
+    last_error    text,
+    last_error_at timestamptz,
+    failures      integer NOT NULL DEFAULT 0,
+    behind        bigint,
+    oldest        text,
+    PRIMARY KEY (integration, destination)
+);
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
@@ -135,7 +153,7 @@ CREATE TABLE IF NOT EXISTS siem_ingest (
 );
 """
 
-#: The SQLite state store's tables (cursors, dead letters, sync runs, intents).
+#: The SQLite state store's tables (cursors, dead letters, sync runs, health, intents).
 SQLITE_STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS siem_cursor (
     integration TEXT NOT NULL,
@@ -164,6 +182,18 @@ CREATE TABLE IF NOT EXISTS siem_sync_run (
     error       TEXT
 );
 CREATE INDEX IF NOT EXISTS siem_sync_run_integration ON siem_sync_run (integration, started);
+CREATE TABLE IF NOT EXISTS siem_health (
+    integration   TEXT NOT NULL,
+    destination   TEXT NOT NULL,
+    last_attempt  TEXT NOT NULL,
+    last_success  TEXT,
+    last_error    TEXT,
+    last_error_at TEXT,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    behind        INTEGER,
+    oldest        TEXT,
+    PRIMARY KEY (integration, destination)
+);
 CREATE TABLE IF NOT EXISTS siem_intent (
     integration TEXT NOT NULL,
     destination TEXT NOT NULL,

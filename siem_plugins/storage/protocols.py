@@ -57,6 +57,45 @@ class DeadLetter:
     created: str
 
 
+@dataclass(frozen=True, slots=True)
+class HealthRecord:
+    """What the last passes of one (integration, destination) left: written at the end of
+    every pass, in the transaction that closes its run-log row.
+
+    :ivar last_attempt: when the last pass ended (UTC, ISO 8601).
+    :ivar last_success: when the last pass that failed nothing ended (None: never).
+    :ivar last_error: the last failure's message, one line (kept after a recovery).
+    :ivar failures: consecutive failed passes (0 after a success).
+    :ivar behind: events of the account after the cursor when the pass ended (counted up
+        to a cap: at least this many), None if it could not be counted.
+    :ivar oldest: the event time of the oldest of them (canonical), None if none.
+    """
+
+    integration: str
+    destination: str
+    last_attempt: str
+    last_success: str | None
+    last_error: str | None
+    last_error_at: str | None
+    failures: int
+    behind: int | None
+    oldest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One pass in the run log (``siem_sync_run``)."""
+
+    integration: str
+    destination: str | None
+    worker: str
+    started: str
+    finished: str | None
+    objects: int | None
+    events: int | None
+    error: str | None
+
+
 @dataclass(frozen=True)
 class IngestRecord:
     """A file a store has stored, kept beside its events (table ``siem_ingest``).
@@ -195,8 +234,28 @@ class StateStore(Protocol):
 
     def run_started(self, integration: str, destination: str, worker: str) -> int: ...
     def run_finished(
-        self, run_id: int, *, objects: int, events: int, error: str | None
-    ) -> None: ...
+        self,
+        run_id: int,
+        *,
+        integration: str,
+        destination: str,
+        objects: int,
+        events: int,
+        error: str | None,
+        behind: int | None = None,
+        oldest: str | None = None,
+    ) -> None:
+        """Close the run-log row and update the destination's health record, in one
+        transaction (``error`` None: the pass succeeded)."""
+        ...
+
+    def health(self, integration: str | None = None) -> list[HealthRecord]:
+        """The health records (of one integration), by integration and destination."""
+        ...
+
+    def recent_runs(self, integration: str, limit: int = 10) -> list[RunRecord]:
+        """The integration's last passes, newest first."""
+        ...
 
     def set_aside(self, integration: str, account: str, errors: Mapping[int, str]) -> None:
         """Record events (id -> why) a formatter could not format (kept if present)."""

@@ -23,7 +23,13 @@ from typing import Generic
 
 from siem_plugins.kinds import Intent
 from siem_plugins.storage.dialect import C, Dialect
-from siem_plugins.storage.protocols import DeadLetter, StateError, SyncLock
+from siem_plugins.storage.protocols import (
+    DeadLetter,
+    HealthRecord,
+    RunRecord,
+    StateError,
+    SyncLock,
+)
 
 _SELECT_CURSOR = "SELECT last_id FROM siem_cursor WHERE integration=? AND destination=?"
 
@@ -178,17 +184,81 @@ class SQLState(Generic[C]):
             )
         )
 
-    def run_finished(self, run_id: int, *, objects: int, events: int, error: str | None) -> None:
+    def run_finished(
+        self,
+        run_id: int,
+        *,
+        integration: str,
+        destination: str,
+        objects: int,
+        events: int,
+        error: str | None,
+        behind: int | None = None,
+        oldest: str | None = None,
+    ) -> None:
         d = self._dialect
-        d.run(
-            lambda conn, retry: conn.execute(
-                d.sql(
-                    f"UPDATE siem_sync_run SET finished={d.clock},"  # noqa: S608 (dialect constants, no input)
-                    " objects=?, events=?, error=? WHERE id=?"
-                ),
-                (objects, events, error, run_id),
-            )
+        ok = error is None
+        # The health record rides in the run log's transaction: no extra commit (and, on
+        # SQLite, no extra fsync) per pass.
+        close_run = d.sql(
+            f"UPDATE siem_sync_run SET finished={d.clock},"  # noqa: S608 (dialect constants, no input)
+            " objects=?, events=?, error=? WHERE id=?"
         )
+        upsert = d.sql(
+            "INSERT INTO siem_health (integration, destination, last_attempt, last_success,"  # noqa: S608 (dialect constants, no input)
+            " last_error, last_error_at, failures, behind, oldest)"
+            f" VALUES (?, ?, {d.clock}, CASE WHEN ? THEN {d.clock} END, ?,"
+            f" CASE WHEN ? THEN NULL ELSE {d.clock} END, CASE WHEN ? THEN 0 ELSE 1 END, ?, ?)"
+            " ON CONFLICT (integration, destination) DO UPDATE SET"
+            " last_attempt = excluded.last_attempt,"
+            " last_success = CASE WHEN ? THEN excluded.last_attempt"
+            " ELSE siem_health.last_success END,"
+            " last_error = CASE WHEN ? THEN siem_health.last_error ELSE excluded.last_error END,"
+            " last_error_at = CASE WHEN ? THEN siem_health.last_error_at"
+            " ELSE excluded.last_error_at END,"
+            " failures = CASE WHEN ? THEN 0 ELSE siem_health.failures + 1 END,"
+            " behind = excluded.behind, oldest = excluded.oldest"
+        )
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                conn.execute(close_run, (objects, events, error, run_id))
+                conn.execute(
+                    upsert,
+                    (integration, destination, ok, error, ok, ok, behind, oldest, ok, ok, ok, ok),
+                )
+
+        d.run(op)
+
+    def health(self, integration: str | None = None) -> list[HealthRecord]:
+        d = self._dialect
+        sql = (
+            "SELECT integration, destination,"  # noqa: S608 (dialect constants, no input)
+            f" {d.utc_text('last_attempt', ms=True)}, {d.utc_text('last_success', ms=True)},"
+            f" last_error, {d.utc_text('last_error_at', ms=True)}, failures, behind, oldest"
+            " FROM siem_health"
+        )
+        params: tuple[str, ...] = ()
+        if integration is not None:
+            sql += " WHERE integration=?"
+            params = (integration,)
+        sql = d.sql(sql + " ORDER BY integration, destination")
+        rows = d.run(lambda conn, retry: conn.execute(sql, params).fetchall())
+        return [
+            HealthRecord(i, dest, at, ok, err, err_at, int(n), None if b is None else int(b), o)
+            for i, dest, at, ok, err, err_at, n, b, o in rows
+        ]
+
+    def recent_runs(self, integration: str, limit: int = 10) -> list[RunRecord]:
+        d = self._dialect
+        sql = d.sql(
+            "SELECT integration, destination, worker,"  # noqa: S608 (dialect constants, no input)
+            f" {d.utc_text('started', ms=True)}, {d.utc_text('finished', ms=True)},"
+            " objects, events, error FROM siem_sync_run WHERE integration=?"
+            " ORDER BY started DESC, id DESC LIMIT ?"
+        )
+        rows = d.run(lambda conn, retry: conn.execute(sql, (integration, limit)).fetchall())
+        return [RunRecord(*row) for row in rows]
 
     # ------------------------------------------------------------------ dead letters
 
