@@ -46,6 +46,8 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: object of this size still fits in one multipart upload.
 MAX_MAX_BYTES = 64 * 1024**3
 DEFAULT_BATCH = 5000
+#: A sink failing without a break for this long is worth a mail to the admins.
+DEFAULT_ALERT_AFTER_S = 3600.0
 REDACTED = "***"
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -79,6 +81,8 @@ class IntegrationConfig:
     max_events: int
     max_bytes: int
     batch_size: int
+    #: Seconds of uninterrupted sink failures before the admins are told (None: never).
+    alert_after: float | None
     sink_name: str
     sink_table: Mapping[str, Any]
     notify_events: frozenset[str]
@@ -450,6 +454,12 @@ def _integration(
         opts.raw("max_bytes", DEFAULT_MAX_BYTES), opts, "max_bytes", maximum=MAX_MAX_BYTES
     )
     batch_size = opts.integer("batch_size", DEFAULT_BATCH, min=1, max=1_000_000)
+    alert_after: float | None = DEFAULT_ALERT_AFTER_S
+    if opts.raw("alert_after") == "never":
+        opts.string("alert_after")  # read: "never" turns the failure mails off
+        alert_after = None
+    elif "alert_after" in opts:
+        alert_after = parse_duration(opts.raw("alert_after"), opts, "alert_after")
 
     if "format" not in table:
         raise opts.error(
@@ -502,6 +512,7 @@ def _integration(
         max_events=max_events,
         max_bytes=max_bytes,
         batch_size=batch_size,
+        alert_after=alert_after,
         sink_name=sink_name,
         sink_table=sink_table,
         notify_events=frozenset(events),

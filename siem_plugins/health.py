@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from siem_plugins.kinds import Intent, Source
+from siem_plugins.kinds import Intent, Problem, Source
 from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.storage import DESTINATIONS, SINK, HealthRecord, StateStore
 
@@ -210,3 +210,71 @@ def _integration(
             )
         )
     return IntegrationHealth(c.name, c.account, c.format_name, c.enabled, tuple(destinations))
+
+
+# --------------------------------------------------------------------------- telling admins
+
+#: What usually fixes a failing bucket, by S3 error code: said in the mail to the admins.
+HINTS: dict[str, str] = {
+    "AccessDenied": (
+        "The credentials may not write to the bucket. Allow s3:PutObject, "
+        "s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the bucket and prefix "
+        "(and s3:PutObject with the KMS key, when objects are encrypted with one)."
+    ),
+    "NoSuchBucket": "The bucket does not exist: create it, or correct its name or region.",
+    "InvalidAccessKeyId": "The access key id is unknown: correct it, or issue a new key.",
+    "SignatureDoesNotMatch": "The secret access key does not match its key id: correct it.",
+    "InvalidBucketName": "The bucket name is not valid: correct it.",
+    "AllAccessDisabled": "All access to the bucket is disabled: re-enable it with AWS.",
+    "KMS.NotFoundException": "The KMS key does not exist: correct kms_key_id.",
+    "KMS.DisabledException": "The KMS key is disabled: enable it, or choose another.",
+    "NoCredentials": "No credentials were found: configure an access key or a role.",
+}
+GENERIC_HINT = (
+    "Check that the bucket exists and that the configured credentials may write to it "
+    "(`siem-plugins check` writes and deletes a probe object and shows the error)."
+)
+
+
+def hint_for(code: str | None) -> str:
+    """What usually fixes an error with this code, for people."""
+    if code is not None and code.startswith("KMS.") and code not in HINTS:
+        return "The KMS key cannot be used: check the key and its policy."
+    return HINTS.get(code or "", GENERIC_HINT)
+
+
+def problem_to_tell(
+    record: HealthRecord | None,
+    *,
+    integration: Integration,
+    alert_after: float,
+    now: datetime,
+) -> Problem | None:
+    """The sink problem its admins should hear about now, if any: it has failed without
+    a break for ``alert_after`` and they were not told; or it works again and they were
+    told it did not. Once per change of state, whatever the number of passes."""
+    if record is None:
+        return None
+    failing = record.failures > 0 and record.failing_since is not None
+    if failing and record.alert_sent_at is None:
+        assert record.failing_since is not None
+        if (now - _time(record.failing_since)).total_seconds() < alert_after:
+            return None
+        recovered = False
+    elif not failing and record.alert_sent_at is not None:
+        recovered = True
+    else:
+        return None
+    return Problem(
+        integration=integration.name,
+        account=integration.config.account,
+        destination=record.destination,
+        where=integration.sink.describe(),
+        since=(record.last_success if recovered else record.failing_since) or record.last_attempt,
+        failures=record.failures,
+        error=record.last_error or "",
+        code=record.last_error_code,
+        hint=hint_for(record.last_error_code),
+        waiting=record.behind,
+        recovered=recovered,
+    )

@@ -136,6 +136,38 @@ class Digest:
     message_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A delivery problem to tell an integration's admins about (or its end).
+
+    Sent once when an integration's sink has failed for ``alert_after`` without a break,
+    and once more when it works again (``recovered``): never one message per failure.
+
+    :ivar destination: ``"sink"`` (the bucket), the destination that fails.
+    :ivar where: where it writes, for people (``s3://bucket/prefix/``).
+    :ivar since: when the failures began, or (``recovered``) when it worked again (UTC,
+        ISO 8601).
+    :ivar failures: how many passes in a row failed.
+    :ivar error: the last failure, one line, no secrets.
+    :ivar code: its error code when the destination gave one (``AccessDenied``).
+    :ivar hint: what usually fixes it, for people.
+    :ivar waiting: events waiting to be shipped (at least this many), none of them lost.
+    :ivar recovered: the problem is over (then ``error`` is the last one there was).
+    """
+
+    integration: str
+    account: str
+    destination: str
+    where: str
+    since: str
+    failures: int
+    error: str
+    code: str | None
+    hint: str
+    waiting: int | None
+    recovered: bool = False
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -360,6 +392,14 @@ class Notifier(Protocol):
         """Where digests go, for people (e.g. ``smtp://host:587``)."""
         ...
 
+    @property
+    def notify_problem(self) -> Callable[[Problem], None] | None:
+        """Optional, or ``None``: ``notify_problem(problem)`` tells the admins that the
+        integration's bucket has been failing (or works again). Called from the notifier
+        pass, at most once per change of state; raise if it could not be delivered (it is
+        tried again next pass)."""
+        ...
+
     def notify(self, digest: Digest) -> None:
         """Deliver the digest; raise (ideally :class:`NotifierError`) if it could not be
         delivered. ``digest.message_id`` is stable for a range: pass it on, so that a
@@ -412,10 +452,11 @@ class SinkBase:
 
 
 class NotifierBase:
-    """Defaults for a :class:`Notifier`: :data:`DEFAULT_MAX_LISTED` events listed,
-    nothing to close."""
+    """Defaults for a :class:`Notifier`: :data:`DEFAULT_MAX_LISTED` events listed, no
+    problem messages, nothing to close."""
 
     max_listed: int = DEFAULT_MAX_LISTED
+    notify_problem: Callable[[Problem], None] | None = None
 
     def close(self) -> None:
         """Nothing to release."""

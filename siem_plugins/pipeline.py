@@ -22,11 +22,12 @@ import sys
 import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from siem_plugins.compress import compressor
 from siem_plugins.events import Event, canonicalize
-from siem_plugins.health import measure_lag
+from siem_plugins.health import measure_lag, problem_to_tell
 from siem_plugins.keys import created_now, object_key
 from siem_plugins.kinds import (
     DestinationError,
@@ -77,6 +78,8 @@ class SyncResult:
     set_aside: dict[int, str] = field(default_factory=dict)
     #: Destinations whose failure the destination called permanent (``DestinationError``).
     permanent: set[str] = field(default_factory=set)
+    #: The error code of each failed destination, when it gave one (``AccessDenied``).
+    codes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -206,6 +209,8 @@ class Pipeline:
                 step(integ, result, catch_up)
             except Exception as exc:
                 self._failed(integ, destination, result, exc)
+            if destination == NOTIFIER:
+                self._tell_about_the_sink(integ)
             behind, oldest = self._lag(integ, destination)
             try:
                 self.rt.state.run_finished(
@@ -217,6 +222,7 @@ class Pipeline:
                     error=result.errors.get(destination),
                     behind=behind,
                     oldest=oldest,
+                    error_code=result.codes.get(destination),
                 )
             except Exception as exc:
                 log.warning(
@@ -226,6 +232,38 @@ class Pipeline:
                     _one_line(exc),
                 )
         return result
+
+    def _tell_about_the_sink(self, integ: Integration) -> None:
+        """Tell the admins once that the bucket has been failing for ``alert_after``, and
+        once that it works again (from the notifier pass: SMTP work stays on notifier
+        threads). A message that could not go out is tried again next pass."""
+        notify_problem = integ.notifier.notify_problem
+        after = integ.config.alert_after
+        if notify_problem is None or after is None:
+            return
+        try:
+            record = next(
+                (r for r in self.rt.state.health(integ.name) if r.destination == SINK), None
+            )
+            problem = problem_to_tell(
+                record, integration=integ, alert_after=after, now=datetime.now(UTC)
+            )
+            if problem is None:
+                return
+            notify_problem(problem)
+            self.rt.state.set_alert(integ.name, SINK, sent=not problem.recovered)
+        except Exception as exc:  # the digests matter more: this is tried again next pass
+            log.warning(
+                "%s: could not tell the admins about the bucket: %s", integ.name, _one_line(exc)
+            )
+            return
+        log.info(
+            "%s: told the admins (%s) that %s %s",
+            integ.name,
+            integ.notifier_label,
+            problem.where,
+            "works again" if problem.recovered else f"has been failing since {problem.since}",
+        )
 
     def _lag(self, integ: Integration, destination: str) -> tuple[int | None, str | None]:
         """How far the destination is behind as its pass ends (for its health record);
@@ -249,6 +287,8 @@ class Pipeline:
     ) -> None:
         where = integ.sink.describe() if destination == SINK else integ.notifier_label
         message = f"integration {integ.name!r}: {destination} {where}: {doing}{_one_line(exc)}"
+        if isinstance(exc, DestinationError) and exc.code is not None:
+            result.codes[destination] = str(exc.code)
         if isinstance(exc, DestinationError) and exc.permanent:
             # Retried every cycle all the same: the fix is picked up as soon as it is made.
             message += (

@@ -30,7 +30,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from siem_plugins.events import ACCOUNT, DEVICE, Event
-from siem_plugins.kinds import DEFAULT_MAX_LISTED, Digest
+from siem_plugins.kinds import DEFAULT_MAX_LISTED, Digest, Problem
 from siem_plugins.options import Options
 
 DEFAULT_SUBJECT_PREFIX = "[SIEM]"
@@ -237,6 +237,56 @@ class MailTemplate:
             "Sent by siem-plugins. Each event's full record is in the integration's log storage."
         )
         return "\n".join(lines) + "\n"
+
+    def render_problem(self, problem: Problem, *, now: datetime | None = None) -> EmailMessage:
+        """The mail telling the admins that the integration's bucket fails (or works
+        again). Its Message-ID is stable per problem, so a mail sent twice is one mail."""
+        msg = EmailMessage(policy=SMTP_POLICY)
+        msg["From"] = self.sender.address()
+        msg["To"] = tuple(r.address() for r in self.recipients)
+        msg["Date"] = format_datetime(now or datetime.now(UTC))
+        state = "recovered" if problem.recovered else "failing"
+        msg["Message-ID"] = (
+            f"<{message_id(f'siem.{problem.integration}.{state}.{problem.since}@siem-plugins')}>"
+        )
+        what = "works again" if problem.recovered else "is failing"
+        subject = f"{header_text(problem.integration)}: log delivery to the bucket {what}"
+        msg["Subject"] = f"{self.subject_prefix} {subject}" if self.subject_prefix else subject
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(_problem_body(problem), charset="utf-8", cte="quoted-printable")
+        return msg
+
+
+def _problem_body(problem: Problem) -> str:
+    waiting = "" if problem.waiting is None else f"{problem.waiting:,} events"
+    if problem.recovered:
+        lines = [
+            f"Log delivery of integration {visible(problem.integration)} (account "
+            f"{visible(problem.account)}) to {visible(problem.where)} works again since "
+            f"{visible(problem.since)}.",
+            "",
+            "The events stored while it failed are being shipped now, in order, each exactly",
+            "once. Nothing needs to be done.",
+            "",
+            f"The last error was: {visible(problem.error)}",
+        ]
+    else:
+        lines = [
+            f"Log delivery of integration {visible(problem.integration)} (account "
+            f"{visible(problem.account)}) to {visible(problem.where)} has been failing since "
+            f"{visible(problem.since)} ({problem.failures} attempts in a row).",
+            "",
+            f"Last error: {visible(problem.error)}",
+            "",
+            f"What usually fixes it: {visible(problem.hint)}",
+            "",
+            "No event is lost: they are kept"
+            + (f" ({waiting} wait so far)" if waiting else "")
+            + " and shipped, in order, as soon as the bucket accepts them again. You will get",
+            "one more mail when it does; none in between.",
+        ]
+    lines += ["", "-- ", "Sent by siem-plugins."]
+    return "\n".join(lines) + "\n"
 
 
 def _event_lines(number: int, event: Event) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from siem_plugins import hookimpl
 from siem_plugins.builtin.mail import MailTemplate, read_max_listed, read_recipients, read_sender
-from siem_plugins.kinds import Digest, NotifierBase, NotifierSpec
+from siem_plugins.kinds import Digest, NotifierBase, NotifierSpec, Problem
 from siem_plugins.options import Options
 
 
@@ -41,9 +41,22 @@ class OutboxNotifier(NotifierBase):
             self.folder / digest.integration / (f"{digest.first_id:020d}-{digest.last_id:020d}.eml")
         )
         target.parent.mkdir(parents=True, exist_ok=True)
+        self._write(target, self.template.render(digest).as_bytes())
+
+    def notify_problem(self, problem: Problem) -> None:
+        """The mail about a failing (or recovered) bucket, as
+        ``INTEGRATION/problem-failing-SINCE.eml`` (or ``problem-recovered-...``)."""
+        state = "recovered" if problem.recovered else "failing"
+        since = problem.since.replace(":", "")
+        target = self.folder / problem.integration / f"problem-{state}-{since}.eml"
+        self._write(target, self.template.render_problem(problem).as_bytes())
+
+    @staticmethod
+    def _write(target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(self.template.render(digest).as_bytes())
-        os.replace(tmp, target)
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # whole or not at all; a message sent again replaces itself
 
     def probe(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -118,9 +118,12 @@ CREATE TABLE IF NOT EXISTS siem_health (
     last_success  timestamptz,
     last_error    text,
     last_error_at timestamptz,
+    last_error_code text,
+    failing_since timestamptz,
     failures      integer NOT NULL DEFAULT 0,
     behind        bigint,
     oldest        text,
+    alert_sent_at timestamptz,
     PRIMARY KEY (integration, destination)
 );
 """,
@@ -189,9 +192,12 @@ CREATE TABLE IF NOT EXISTS siem_health (
     last_success  TEXT,
     last_error    TEXT,
     last_error_at TEXT,
+    last_error_code TEXT,
+    failing_since TEXT,
     failures      INTEGER NOT NULL DEFAULT 0,
     behind        INTEGER,
     oldest        TEXT,
+    alert_sent_at TEXT,
     PRIMARY KEY (integration, destination)
 );
 CREATE TABLE IF NOT EXISTS siem_intent (

@@ -69,6 +69,10 @@ class HealthRecord:
     :ivar behind: events of the account after the cursor when the pass ended (counted up
         to a cap: at least this many), None if it could not be counted.
     :ivar oldest: the event time of the oldest of them (canonical), None if none.
+    :ivar last_error_code: the last failure's error code, if the destination gave one.
+    :ivar failing_since: when the current run of failures began (None: not failing).
+    :ivar alert_sent_at: when the admins were told about the current problem (None: not
+        told, or told that it is over).
     """
 
     integration: str
@@ -80,6 +84,9 @@ class HealthRecord:
     failures: int
     behind: int | None
     oldest: str | None
+    last_error_code: str | None = None
+    failing_since: str | None = None
+    alert_sent_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +251,15 @@ class StateStore(Protocol):
         error: str | None,
         behind: int | None = None,
         oldest: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         """Close the run-log row and update the destination's health record, in one
         transaction (``error`` None: the pass succeeded)."""
+        ...
+
+    def set_alert(self, integration: str, destination: str, *, sent: bool) -> None:
+        """Note that the admins were told about the destination's problem (``sent``), or
+        that they were told it is over."""
         ...
 
     def health(self, integration: str | None = None) -> list[HealthRecord]:

@@ -195,6 +195,7 @@ class SQLState(Generic[C]):
         error: str | None,
         behind: int | None = None,
         oldest: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         d = self._dialect
         ok = error is None
@@ -206,8 +207,10 @@ class SQLState(Generic[C]):
         )
         upsert = d.sql(
             "INSERT INTO siem_health (integration, destination, last_attempt, last_success,"  # noqa: S608 (dialect constants, no input)
-            " last_error, last_error_at, failures, behind, oldest)"
+            " last_error, last_error_at, last_error_code, failing_since, failures, behind,"
+            " oldest)"
             f" VALUES (?, ?, {d.clock}, CASE WHEN ? THEN {d.clock} END, ?,"
+            f" CASE WHEN ? THEN NULL ELSE {d.clock} END, ?,"
             f" CASE WHEN ? THEN NULL ELSE {d.clock} END, CASE WHEN ? THEN 0 ELSE 1 END, ?, ?)"
             " ON CONFLICT (integration, destination) DO UPDATE SET"
             " last_attempt = excluded.last_attempt,"
@@ -216,6 +219,10 @@ class SQLState(Generic[C]):
             " last_error = CASE WHEN ? THEN siem_health.last_error ELSE excluded.last_error END,"
             " last_error_at = CASE WHEN ? THEN siem_health.last_error_at"
             " ELSE excluded.last_error_at END,"
+            " last_error_code = CASE WHEN ? THEN siem_health.last_error_code"
+            " ELSE excluded.last_error_code END,"
+            " failing_since = CASE WHEN ? THEN NULL"
+            " ELSE coalesce(siem_health.failing_since, excluded.last_attempt) END,"
             " failures = CASE WHEN ? THEN 0 ELSE siem_health.failures + 1 END,"
             " behind = excluded.behind, oldest = excluded.oldest"
         )
@@ -225,7 +232,19 @@ class SQLState(Generic[C]):
                 conn.execute(close_run, (objects, events, error, run_id))
                 conn.execute(
                     upsert,
-                    (integration, destination, ok, error, ok, ok, behind, oldest, ok, ok, ok, ok),
+                    (
+                        integration,
+                        destination,
+                        ok,
+                        error,
+                        ok,
+                        error_code,
+                        ok,
+                        ok,
+                        behind,
+                        oldest,
+                        *(ok,) * 6,
+                    ),
                 )
 
         d.run(op)
@@ -235,8 +254,9 @@ class SQLState(Generic[C]):
         sql = (
             "SELECT integration, destination,"  # noqa: S608 (dialect constants, no input)
             f" {d.utc_text('last_attempt', ms=True)}, {d.utc_text('last_success', ms=True)},"
-            f" last_error, {d.utc_text('last_error_at', ms=True)}, failures, behind, oldest"
-            " FROM siem_health"
+            f" last_error, {d.utc_text('last_error_at', ms=True)}, failures, behind, oldest,"
+            f" last_error_code, {d.utc_text('failing_since', ms=True)},"
+            f" {d.utc_text('alert_sent_at', ms=True)} FROM siem_health"
         )
         params: tuple[str, ...] = ()
         if integration is not None:
@@ -245,9 +265,20 @@ class SQLState(Generic[C]):
         sql = d.sql(sql + " ORDER BY integration, destination")
         rows = d.run(lambda conn, retry: conn.execute(sql, params).fetchall())
         return [
-            HealthRecord(i, dest, at, ok, err, err_at, int(n), None if b is None else int(b), o)
-            for i, dest, at, ok, err, err_at, n, b, o in rows
+            HealthRecord(
+                i, dest, at, ok, err, err_at, int(n), None if b is None else int(b), o, *rest
+            )
+            for i, dest, at, ok, err, err_at, n, b, o, *rest in rows
         ]
+
+    def set_alert(self, integration: str, destination: str, *, sent: bool) -> None:
+        d = self._dialect
+        value = d.clock if sent else "NULL"
+        sql = d.sql(
+            f"UPDATE siem_health SET alert_sent_at = {value}"  # noqa: S608 (dialect constants, no input)
+            " WHERE integration=? AND destination=?"
+        )
+        d.run(lambda conn, retry: conn.execute(sql, (integration, destination)))
 
     def recent_runs(self, integration: str, limit: int = 10) -> list[RunRecord]:
         d = self._dialect

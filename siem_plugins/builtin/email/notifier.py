@@ -8,7 +8,7 @@ import logging
 from siem_plugins.builtin.email.session import SMTPRelay, reply
 from siem_plugins.builtin.email.settings import SMTPSettings
 from siem_plugins.builtin.mail import MailTemplate
-from siem_plugins.kinds import Digest, NotifierBase
+from siem_plugins.kinds import Digest, NotifierBase, Problem
 from siem_plugins.options import Options
 
 # The plugin's logger, the same for all its modules (and as named before they were split).
@@ -83,6 +83,17 @@ class EmailNotifier(NotifierBase):
 
     def probe(self) -> None:
         self._relay.probe()
+
+    def notify_problem(self, problem: Problem) -> None:
+        """Mail the admins that the bucket fails, or works again (to the digests' ``to``)."""
+        refused = self._relay.send(self.template.render_problem(problem))
+        log.info(
+            "%s: told %d recipient(s) that %s %s",
+            self.url,
+            len(self.settings.recipients) - len(refused),
+            problem.where,
+            "works again" if problem.recovered else "is failing",
+        )
 
     def __repr__(self) -> str:
         return f"EmailNotifier({self.url}, to={self.recipients!r})"
