@@ -35,6 +35,7 @@ from siem_plugins.kinds import (
     ObjectMeta,
     ObjectReceipt,
 )
+from siem_plugins.logs import log_context
 from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.storage import (
     DESTINATIONS,
@@ -192,9 +193,11 @@ class Pipeline:
         if lock is None:
             why = f"another process is syncing {integ.name}"
             result.skipped[destination] = why
-            log.info("%s: %s pass skipped: %s", integ.name, destination, why)
+            where = {"integration": integ.name, "destination": destination}
+            log.info("%s: %s pass skipped: %s", integ.name, destination, why, extra=where)
             return result
-        with lock:
+        # Every line logged during the pass (ours, a plugin's, botocore's) says whose it is.
+        with lock, log_context(integration=integ.name, destination=destination):
             objects, events, digests = len(result.objects), result.events, len(result.digests)
             try:
                 run_id = self.rt.state.run_started(integ.name, destination, worker_name())
@@ -238,7 +241,12 @@ class Pipeline:
             )
             result.permanent.add(destination)
         result.errors[destination] = message
-        log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.error(
+            "%s",
+            message,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+            extra={"integration": integ.name, "destination": destination},
+        )
         self.rt.host.hooks.sync_failed(integration=integ.name, destination=destination, error=exc)
 
     # ------------------------------------------------------------------ sink
@@ -258,6 +266,11 @@ class Pipeline:
                     intent.first_id,
                     intent.last_id,
                     intent.key,
+                    extra={
+                        "first_id": intent.first_id,
+                        "last_id": intent.last_id,
+                        "key": intent.key,
+                    },
                 )
                 return intent
             log.warning(
@@ -307,6 +320,14 @@ class Pipeline:
                 intent.first_id,
                 intent.last_id,
                 receipt.size,
+                extra={
+                    "key": intent.key,
+                    "location": receipt.location,
+                    "first_id": intent.first_id,
+                    "last_id": intent.last_id,
+                    "events": receipt.meta.count,
+                    "bytes": receipt.size,
+                },
             )
             result.objects.append(receipt)
             result.events += receipt.meta.count
@@ -346,6 +367,7 @@ class Pipeline:
                             event_id,
                             integ.config.format_name,
                             error,
+                            extra={"event_id": event_id},
                         )
                     aside = aside | bad.errors.keys()
         raise DeliveryError(
@@ -532,6 +554,11 @@ class Pipeline:
                     digest.total,
                     intent.first_id,
                     intent.last_id,
+                    extra={
+                        "first_id": intent.first_id,
+                        "last_id": intent.last_id,
+                        "events": digest.total,
+                    },
                 )
             self.rt.state.complete(intent)
             if digest.total:
