@@ -19,7 +19,14 @@ from typing import Any, BinaryIO
 from siem_plugins import __version__
 from siem_plugins.config import Config, config_from_dict, default_config_path, load_config
 from siem_plugins.host import PluginHost, create_host
-from siem_plugins.logs import REDACTOR, setup_logging
+from siem_plugins.logs import (
+    LOG_FORMATS,
+    REDACTOR,
+    active_log_format,
+    escape,
+    set_log_format,
+    setup_logging,
+)
 from siem_plugins.options import ConfigError
 
 log = logging.getLogger("siem_plugins.cli")
@@ -66,6 +73,15 @@ class UsageError(Exception):
     pass
 
 
+def _tell(message: str, level: int = logging.ERROR) -> None:
+    """A line for stderr: printed as it is in text mode; in JSON mode a log record, so
+    that every line on stderr is a JSON object."""
+    if active_log_format() == "json":
+        log.log(level, "%s", message)
+    else:
+        print(message, file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -80,6 +96,8 @@ def _config(args: argparse.Namespace, *, required: bool = True) -> Config | None
         )
     cfg = load_config(path)
     REDACTOR.add(cfg.secrets)
+    if args.log_format is None:  # neither --log-format nor SIEM_LOG_FORMAT
+        set_log_format(cfg.log_format)
     return cfg
 
 
@@ -375,7 +393,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         with _runtime(args, cfg) as rt:
             integrations = rt.enabled(args.integration)
             if not integrations:
-                print("no enabled integrations", file=sys.stderr)
+                _tell("no enabled integrations", logging.WARNING)
             show = sys.stderr.isatty() and not args.no_progress
             progress = _progress_columns() if show else None
             tasks: dict[str, Any] = {}
@@ -424,11 +442,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
                             "  (listed by `siem-plugins dead-letters list`; shipped by "
                             "`siem-plugins dead-letters replay` once the formatter copes)"
                         )
-                    for err in result.errors.values():
-                        print(f"  error: {err}", file=sys.stderr)
+                    if active_log_format() == "text":  # in JSON, the ERROR records say it
+                        for err in result.errors.values():
+                            print(f"  error: {escape(err)}", file=sys.stderr)
                     failed += not result.ok or bool(result.skipped)
                     if stop.is_set():
-                        print("stopped by signal; the rest resumes next time", file=sys.stderr)
+                        _tell("stopped by signal; the rest resumes next time", logging.WARNING)
                         break
     finally:
         restore()
@@ -805,6 +824,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="more logging: -v our debug messages, -vv everything",
     )
+    common.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines as text or as one JSON object per line (default: $SIEM_LOG_FORMAT, "
+        "else log_format from the config, else text)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -1015,15 +1040,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    # The command line, else the environment, else the config file (see _config).
+    env_format = os.environ.get("SIEM_LOG_FORMAT", "")
+    if args.log_format is None and env_format:
+        if env_format not in LOG_FORMATS:
+            print(
+                f"error: SIEM_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, "
+                f"got {env_format!r}",
+                file=sys.stderr,
+            )
+            return 2
+        args.log_format = env_format
+    setup_logging(args.verbose, args.log_format or "text")
     try:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        _tell(f"config error: {exc}")
         return 2
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _tell(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
         return 130

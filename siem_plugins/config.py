@@ -25,6 +25,7 @@ from typing import Any
 from siem_plugins.compress import COMPRESSIONS
 from siem_plugins.events import KNOWN_LOG_TYPES
 from siem_plugins.keys import InvalidAccount, check_account
+from siem_plugins.logs import LOG_FORMATS
 from siem_plugins.options import (
     ConfigError,
     EnvSecret,
@@ -63,7 +64,15 @@ _SIZE_UNITS = {
     "mb": 1000**2,
     "gb": 1000**3,
 }
-_TOP_KEYS = {"interval", "plugins_dir", "max_workers", "store", "integration", "celery"}
+_TOP_KEYS = {
+    "interval",
+    "plugins_dir",
+    "max_workers",
+    "log_format",
+    "store",
+    "integration",
+    "celery",
+}
 
 
 @dataclass
@@ -129,6 +138,8 @@ class Config:
     #: The folder of the config file; None for a config that is not a file (the demo's).
     base: Path | None = None
     max_workers: int = 4
+    #: ``text`` or ``json``; ``--log-format`` and ``SIEM_LOG_FORMAT`` override it.
+    log_format: str = "text"
     store_name: str = "store"
     store_options: Options = field(default_factory=Options)
     log_types: frozenset[str] = frozenset()
@@ -362,6 +373,7 @@ def config_from_dict(
         p = Path(plugins_dir)
         cfg.plugins_dir = p if p.is_absolute() or base is None else base / p
     cfg.max_workers = top.integer("max_workers", 4, min=1, max=256)
+    cfg.log_format = top.string("log_format", "text", choices=LOG_FORMATS)
 
     store = top.table("store")
     store_opts = Options(store, path="store", file=file, ignore=("type", "log_types"))

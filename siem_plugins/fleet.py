@@ -20,6 +20,7 @@ no overlap.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 import threading
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from siem_plugins.config import Config, load_config
+from siem_plugins.logs import log_stopped
 from siem_plugins.options import ConfigError
 from siem_plugins.signals import wait_for_stop
 
@@ -63,11 +65,37 @@ def check_fleet_config(cfg: Config) -> None:
     broker_url(cfg)
 
 
-def make_app(config_path: Path, *, plugins_dir: Path | None = None) -> Any:
+class PassCounts:
+    """Passes run, failed and skipped by a worker's task processes, for its stop line.
+
+    In shared memory made before Celery forks its pool, so that the prefork children's
+    counts reach the parent (Celery's own success signals fire in the child).
+    """
+
+    def __init__(self) -> None:
+        self._counts = multiprocessing.Array("q", 3)
+
+    def add(self, passes: int, failures: int, skipped: int) -> None:
+        with self._counts.get_lock():
+            self._counts[0] += passes
+            self._counts[1] += failures
+            self._counts[2] += skipped
+
+    def get(self) -> tuple[int, int, int]:
+        """``(passes, failures, skipped)``."""
+        with self._counts.get_lock():
+            passes, failures, skipped = self._counts[:]
+        return passes, failures, skipped
+
+
+def make_app(
+    config_path: Path, *, plugins_dir: Path | None = None, counts: PassCounts | None = None
+) -> Any:
     """The Celery app for a config file (workers build their runtime lazily, per process).
 
     :param plugins_dir: the drop-in folder (default: the config's, see
         :meth:`Config.drop_in_folder`), as for every other command.
+    :param counts: where the tasks count their passes (a worker's stop line).
     """
     from celery import Celery
 
@@ -104,6 +132,7 @@ def make_app(config_path: Path, *, plugins_dir: Path | None = None) -> Any:
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def sync(integration: str) -> dict[str, Any]:
         from siem_plugins.pipeline import Pipeline
+        from siem_plugins.storage import DESTINATIONS
 
         rt = runtime()
         integ = next((i for i in rt.integrations if i.name == integration), None)
@@ -115,6 +144,9 @@ def make_app(config_path: Path, *, plugins_dir: Path | None = None) -> Any:
             )
             return {"integration": integration, "status": "unknown"}
         result = Pipeline(rt).sync(integ)
+        if counts is not None:
+            skipped = len(result.skipped)
+            counts.add(len(DESTINATIONS) - skipped, len(result.errors), skipped)
         status = "ok" if result.ok else "failed"
         if result.ok and result.skipped and len(result.skipped) == 2:
             status = "skipped"
@@ -144,7 +176,7 @@ def run_beat(
         app.conf.broker_url.split("@")[-1],
     )
     ticks = 0
-    next_at = time.monotonic()
+    started = next_at = time.monotonic()
     with app.connection_for_write() as conn:
         while not stop.is_set():
             for name in names:
@@ -154,6 +186,13 @@ def run_beat(
                 break
             next_at += every
             wait_for_stop(stop, next_at - time.monotonic())
+    log.info(
+        "stopped: %d ticks, %d tasks enqueued in %.0fs",
+        ticks,
+        ticks * len(names),
+        time.monotonic() - started,
+        extra={"ticks": ticks, "tasks": ticks * len(names), "seconds": time.monotonic() - started},
+    )
     return 0
 
 
@@ -165,7 +204,8 @@ def run_worker(
     loglevel: str,
     plugins_dir: Path | None = None,
 ) -> int:
-    app = make_app(config_path, plugins_dir=plugins_dir)
+    counts = PassCounts()
+    app = make_app(config_path, plugins_dir=plugins_dir, counts=counts)
     argv = [
         "worker",
         f"--loglevel={loglevel}",
@@ -177,5 +217,11 @@ def run_worker(
         "-n",
         f"siem@{socket.gethostname()}-{os.getpid()}",
     ]
-    app.worker_main(argv)
+    started = time.monotonic()
+    try:
+        app.worker_main(argv)
+    finally:
+        passes, failures, skipped = counts.get()
+        seconds = time.monotonic() - started
+        log_stopped(log, passes=passes, failures=failures, skipped=skipped, seconds=seconds)
     return 0

@@ -37,6 +37,7 @@ from siem_plugins.kinds import (
     ObjectMeta,
     ObjectReceipt,
 )
+from siem_plugins.logs import log_context
 from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.storage import (
     DESTINATIONS,
@@ -196,9 +197,11 @@ class Pipeline:
         if lock is None:
             why = f"another process is syncing {integ.name}"
             result.skipped[destination] = why
-            log.info("%s: %s pass skipped: %s", integ.name, destination, why)
+            where = {"integration": integ.name, "destination": destination}
+            log.info("%s: %s pass skipped: %s", integ.name, destination, why, extra=where)
             return result
-        with lock:
+        # Every line logged during the pass (ours, a plugin's, botocore's) says whose it is.
+        with lock, log_context(integration=integ.name, destination=destination):
             objects, events, digests = len(result.objects), result.events, len(result.digests)
             try:
                 run_id = self.rt.state.run_started(integ.name, destination, worker_name())
@@ -296,7 +299,12 @@ class Pipeline:
             )
             result.permanent.add(destination)
         result.errors[destination] = message
-        log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.error(
+            "%s",
+            message,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+            extra={"integration": integ.name, "destination": destination},
+        )
         self.rt.host.hooks.sync_failed(integration=integ.name, destination=destination, error=exc)
 
     # ------------------------------------------------------------------ sink
@@ -316,6 +324,11 @@ class Pipeline:
                     intent.first_id,
                     intent.last_id,
                     intent.key,
+                    extra={
+                        "first_id": intent.first_id,
+                        "last_id": intent.last_id,
+                        "key": intent.key,
+                    },
                 )
                 return intent
             log.warning(
@@ -365,6 +378,14 @@ class Pipeline:
                 intent.first_id,
                 intent.last_id,
                 receipt.size,
+                extra={
+                    "key": intent.key,
+                    "location": receipt.location,
+                    "first_id": intent.first_id,
+                    "last_id": intent.last_id,
+                    "events": receipt.meta.count,
+                    "bytes": receipt.size,
+                },
             )
             result.objects.append(receipt)
             result.events += receipt.meta.count
@@ -404,6 +425,7 @@ class Pipeline:
                             event_id,
                             integ.config.format_name,
                             error,
+                            extra={"event_id": event_id},
                         )
                     aside = aside | bad.errors.keys()
         raise DeliveryError(
@@ -590,6 +612,11 @@ class Pipeline:
                     digest.total,
                     intent.first_id,
                     intent.last_id,
+                    extra={
+                        "first_id": intent.first_id,
+                        "last_id": intent.last_id,
+                        "events": digest.total,
+                    },
                 )
             self.rt.state.complete(intent)
             if digest.total:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
+from siem_plugins.logs import log_stopped
 from siem_plugins.pipeline import Pipeline, SyncResult
 from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.signals import SIGNAL_POLL, stop_on_signals, wait_for_stop
@@ -48,6 +49,8 @@ class Scheduler:
             for d in DESTINATIONS
         }
         self.cycles = 0
+        #: Passes run, failed and skipped since start, for the stop line.
+        self.passes = self.failures = self.skipped = 0
 
     def tick(self) -> list[Future[SyncResult]]:
         """Start each enabled integration's passes that are not still running."""
@@ -61,7 +64,9 @@ class Scheduler:
                             "%s: previous %s pass still running; skipping it this cycle",
                             integ.name,
                             destination,
+                            extra={"integration": integ.name, "destination": destination},
                         )
+                        self.skipped += 1
                         continue
                     fut = self._pools[destination].submit(self._pass, integ, destination)
                     self._running[(integ.name, destination)] = fut
@@ -70,7 +75,18 @@ class Scheduler:
         return started
 
     def _pass(self, integ: Integration, destination: str) -> SyncResult:
+        result = self._run_pass(integ, destination)
+        with self._lock:
+            if destination in result.skipped:
+                self.skipped += 1
+            else:
+                self.passes += 1
+                self.failures += destination in result.errors
+        return result
+
+    def _run_pass(self, integ: Integration, destination: str) -> SyncResult:
         started = time.monotonic()
+        where = {"integration": integ.name, "destination": destination}
         try:
             result = self.pipeline.sync_pass(integ, destination)
         except Exception as exc:  # a bug: say it, in one line, and keep the loop alive
@@ -81,6 +97,7 @@ class Scheduler:
                 type(exc).__name__,
                 exc,
                 exc_info=log.isEnabledFor(logging.DEBUG),
+                extra=where,
             )
             return SyncResult(integ.name, errors={destination: str(exc)})
         if destination in result.skipped:
@@ -91,18 +108,41 @@ class Scheduler:
                 done += f", {len(result.set_aside)} events set aside"
         else:
             done = f"{len(result.digests)} digests"
+        seconds = time.monotonic() - started
+        failed = destination in result.errors
+        counts = (
+            {"objects": len(result.objects), "events": result.events}
+            if destination == SINK
+            else {"digests": len(result.digests)}
+        )
         log.info(
             "%s: %s pass done in %.1fs: %s%s",
             integ.name,
             destination,
-            time.monotonic() - started,
+            seconds,
             done,
-            ", failed" if destination in result.errors else "",
+            ", failed" if failed else "",
+            extra={**where, **counts, "seconds": seconds, "failed": failed},
         )
         return result
 
     def run(self, *, max_cycles: int | None = None) -> None:
-        """Tick every ``interval`` seconds until stopped (or ``max_cycles`` ticks)."""
+        """Tick every ``interval`` seconds until stopped (or ``max_cycles`` ticks); then
+        log what was done (passes, failures, skipped passes, time)."""
+        started = time.monotonic()
+        try:
+            self._loop(max_cycles)
+        finally:
+            # Also after a second signal abandoned the in-flight passes (SystemExit).
+            log_stopped(
+                log,
+                passes=self.passes,
+                failures=self.failures,
+                skipped=self.skipped,
+                seconds=time.monotonic() - started,
+            )
+
+    def _loop(self, max_cycles: int | None) -> None:
         log.info("scheduler: %d integrations, every %.0fs", len(self.rt.enabled()), self.interval)
         next_at = time.monotonic()
         while not self.stop.is_set():

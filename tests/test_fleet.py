@@ -308,3 +308,82 @@ notify = {{ type = "outbox", path = "{tmp_path / "outbox"}", from = "s@example.c
     app = make_app(conf / "siem.toml")
     # The task body, run here: it builds the worker's runtime (host included).
     assert app.tasks[TASK_NAME]("acme")["status"] == "ok"
+
+
+def test_a_worker_logs_what_its_processes_did_when_it_stops(
+    tmp_path: Path, pg_url: str, s3_server: S3Server, siem_events: Any
+) -> None:
+    """The passes run in the prefork pool's processes; the stop line of the parent counts
+    them all (two passes per task: sink and notifier)."""
+    names = [f"stop{secrets.token_hex(3)}-{i}" for i in range(3)]
+    store = PostgresStore(pg_url)
+    for n in names:
+        s3_server.create_bucket(f"b-{n}")
+        store.append(n, (canonicalize({**e, "seq": i}) for i, e in enumerate(siem_events(50))))
+    store.close()
+    cfg = tmp_path / "siem.toml"
+    write_config(cfg, pg_url, s3_server, REDIS, [(n, f"b-{n}", {}) for n in names])
+    # Tasks expire after one interval: long enough for a worker that is still starting.
+    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "60s"'))
+    err = tmp_path / "worker.err"
+    with open(err, "wb") as stderr:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "siem_plugins",
+                "worker",
+                "-c",
+                str(cfg),
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "2",
+                "--log-format",
+                "json",
+            ],
+            stdout=subprocess.DEVNULL,  # Celery's banner
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        beat = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "siem_plugins",
+                "run",
+                "--executor",
+                "celery",
+                "--cycles",
+                "1",
+                "-c",
+                str(cfg),
+                "--log-format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert beat.returncode == 0, beat.stderr
+        last = orjson.loads(beat.stderr.splitlines()[-1])
+        assert last["message"].startswith("stopped: 1 ticks, 3 tasks enqueued in ")
+        assert (last["ticks"], last["tasks"]) == (1, 3)
+        deadline = time.monotonic() + 60
+        while err.read_text().count("succeeded in") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert err.read_text().count("succeeded in") == 3, err.read_text()[-3000:]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+    records = [orjson.loads(line) for line in err.read_text().splitlines()]
+    stop = records[-1]
+    assert stop["logger"] == "siem_plugins.fleet" and stop["message"].startswith("stopped: ")
+    # Another test's worker on this machine may hold an advisory lock: skipped, not lost.
+    assert stop["passes"] + stop["skipped"] == 6 and stop["failures"] == 0, stop
+    assert stop["passes"] >= 1

@@ -5,6 +5,7 @@ key prefix (test_pipeline)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -75,7 +76,13 @@ notify = {{ events = ["config"], to = ["soc@example.com"] }}
     faults.fail_next(50, status=403, code="AccessDenied", path_contains="/denied/")
     env = {**os.environ, "SMTP_PASSWORD": SMTP_SECRET, "AWS_SECRET": AWS_SECRET}
     outputs = []
-    for args in (["sync", "-vv"], ["check", "-vv", "--print-config"], ["sync", "-vv"]):
+    runs = (
+        ["sync", "-vv"],
+        ["check", "-vv", "--print-config"],
+        ["sync", "-vv"],
+        ["sync", "-vv", "--log-format", "json"],
+    )
+    for args in runs:
         proc = subprocess.run(
             [sys.executable, "-m", "siem_plugins", *args, "-c", str(cfg)],
             capture_output=True,
@@ -86,9 +93,45 @@ notify = {{ events = ["config"], to = ["soc@example.com"] }}
         outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 1  # the wrong SMTP password and the denied prefix fail
     text = "\n".join(outputs)
+    # The JSON run's (the last) lines decoded: a secret JSON-escaped in a line would not be
+    # seen as it is.
+    decoded = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert any(r["logger"].startswith("botocore") and r["level"] == "DEBUG" for r in decoded)
+    assert any("535" in r.get("exc", "") for r in decoded)  # tracebacks were on
+    text += "\n".join(str(value) for record in decoded for value in record.values())
     assert "botocore" in text and "DEBUG" in text  # botocore's debug logs were on
     assert "AccessDenied" in text and "535" in text  # the failures were reported
     assert '"secret_access_key": "***"' in text and '"password": "***"' in text
     for secret in (AWS_SECRET, SMTP_SECRET):
         for form in forms(secret):
             assert form not in text, f"secret leaked as {form!r}"
+
+
+def test_no_secret_in_json_fields_context_or_tracebacks(tmp_path: Path) -> None:
+    """What the JSON format adds to a line (the fields of ``extra=``, those of the pass
+    being run, the traceback) goes through the same redaction as the message."""
+    script = f"""
+import logging
+from siem_plugins.logs import REDACTOR, log_context, setup_logging
+setup_logging(1, "json")
+REDACTOR.add([{AWS_SECRET!r}])
+log = logging.getLogger("siem_plugins.test")
+with log_context(integration="in-{AWS_SECRET}", destination="sink"):
+    try:
+        raise RuntimeError("failed with {AWS_SECRET}")
+    except RuntimeError:
+        log.exception(
+            "wrote %s",
+            "s3://b/{AWS_SECRET}/k",
+            extra={{"location": "s3://b/{AWS_SECRET}/k", "key": "{AWS_SECRET}/k", "bytes": 7}},
+        )
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    [record] = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert record["message"] == "wrote s3://b/***/k"
+    assert record["location"] == "s3://b/***/k" and record["key"] == "***/k"
+    assert record["integration"] == "in-***" and record["bytes"] == 7
+    assert "RuntimeError: failed with ***" in record["exc"]
+    assert AWS_SECRET not in proc.stderr
