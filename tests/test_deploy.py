@@ -479,3 +479,23 @@ def test_a_sandboxed_worker_finishes_its_task_when_the_unit_stops(
         state.close()
     seen = shipped(s3_server, "b-slowpoke")
     assert sorted(seen) == list(range(total)) and set(seen.values()) == {1}
+
+
+def test_the_cli_starts_with_a_home_it_cannot_read(tmp_path: Path) -> None:
+    """A service user whose home is out of reach (``ProtectHome=``, or a command run with
+    another user's ``HOME``): looking for the user guide under ``~/.local`` must not end
+    the command with a traceback."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    env = {k: v for k, v in clean_env(HOME=str(home / "siem")).items() if k != "PYTHONUSERBASE"}
+    argv = [sys.executable, "-m", "siem_plugins", "--version"]
+    if os.geteuid() == 0:  # root reads any folder: be someone else
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop to another user")
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    else:
+        home.chmod(0)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    home.chmod(0o700)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("siem-plugins ")
