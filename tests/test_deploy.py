@@ -9,6 +9,7 @@ SMTP servers, and a Celery worker stopped the way the worker unit stops it.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import gzip
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -262,6 +264,59 @@ def strings(node: object) -> Iterator[str]:
             yield from strings(item)
 
 
+def single_host_guide() -> str:
+    text = (REPO / "docs" / "deployment.md").read_text()
+    return text.split("\n## A single host\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_guide_lists_the_deploy_folder() -> None:
+    table = single_host_guide().split("### The files", 1)[1].split("\n### ", 1)[0]
+    named = {row.split("`")[1] for row in table.splitlines() if row.startswith("| `")}
+    present = {str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*") if p.is_file()}
+    assert named == present
+
+
+def test_the_readmes_deploy_row_names_files_that_exist() -> None:
+    readme = (REPO / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| `deploy/` |")]
+    named = [n for n in re.findall(r"`([\w./-]+)`", row.split("|")[2]) if "." in n]
+    assert named and not [n for n in named if not (DEPLOY / n).is_file()]
+
+
+def test_the_guides_sql_runs_on_the_store(tmp_path: Path, siem_events: Any) -> None:
+    """The backup and the run-log query of the guide, on a store that synced."""
+    from siem_plugins.pipeline import Pipeline
+    from tests.helpers import integration, numbered, runtime
+
+    db = tmp_path / "siem.db"
+    store = SQLiteStore(db)
+    store.append("acme", (canonicalize(e) for e in numbered(siem_events(20))))
+    rt = runtime(db, [integration("acme", {"type": "local", "path": str(tmp_path / "b")})])
+    try:
+        assert Pipeline(rt).sync(rt.integrations[0]).ok
+        commands = re.findall(
+            r'^\s*sqlite3 /var/lib/siem-plugins/siem.db "(.*)"$', single_host_guide(), re.M
+        )
+        assert len(commands) == 2
+        backup = tmp_path / "backup.db"
+        with contextlib.closing(sqlite3.connect(db)) as conn:  # beside the open store
+            rows = []
+            for sql in commands:
+                rows = conn.execute(
+                    sql.replace("/var/backups/siem-plugins.db", str(backup))
+                ).fetchall()
+    finally:
+        rt.close()
+        store.close()
+    assert sorted(r[:2] for r in rows) == [("acme", "notifier"), ("acme", "sink")]
+    assert all(r[3] is not None and r[6] is None for r in rows)  # finished, no error
+    with contextlib.closing(sqlite3.connect(backup)) as copy:
+        assert copy.execute("SELECT count(*) FROM siem_event").fetchone() == (20,)
+        assert copy.execute(
+            "SELECT last_id FROM siem_cursor WHERE destination = 'sink'"
+        ).fetchone() == (20,)
+
+
 def test_the_env_example_sets_what_the_config_needs() -> None:
     """Lines systemd and a shell read alike, and exactly the variables siem.toml needs
     (those it uses without a default)."""
@@ -385,6 +440,10 @@ notify = {{ events = ["exempt_all", "threat_detected", "config", "login_failed"]
             run.wait()
     text = log.read_text()
     assert "Operation not permitted" not in text, text
+    # The lines docs/deployment.md ("Is it healthy?") tells an operator to look for.
+    assert "running 1 integrations every 300s (Ctrl-C or SIGTERM stops cleanly)" in text
+    assert re.search(r"acme: sink pass done in \d+\.\ds: 1 objects, 500 events\n", text)
+    assert re.search(r"acme: notifier pass done in \d+\.\ds: 1 digests\n", text)
     assert "SIGTERM: finishing in-flight objects, then stopping" in text
     assert len(keys) == 1 and keys[0].endswith(".json.gz"), text
     body = gzip.decompress(client.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read())
@@ -479,6 +538,88 @@ def test_a_sandboxed_worker_finishes_its_task_when_the_unit_stops(
         state.close()
     seen = shipped(s3_server, "b-slowpoke")
     assert sorted(seen) == list(range(total)) and set(seen.values()) == {1}
+
+
+# --------------------------------------------------------------------------- backups
+
+
+def test_a_restored_backup_replays_its_intent_and_ships_later_ranges_again(
+    tmp_path: Path, siem_events: Any
+) -> None:
+    """docs/deployment.md, "Backups": a ``VACUUM INTO`` copy taken while the shipper runs
+    holds the events and the delivery state of one moment. Restored, a pending intent is
+    replayed to its key (same bytes); ranges recorded after the backup are planned again,
+    objects under keys made now: their events are shipped a second time. Events stored
+    after the backup are gone and their ids are handed out again, so a digest of the same
+    id range keeps its Message-ID while it lists other events."""
+    from siem_plugins.pipeline import Pipeline
+    from tests.helpers import integration, local_objects, numbered, runtime, seqs_in
+
+    db, bucket, outbox = tmp_path / "siem.db", tmp_path / "bucket", tmp_path / "outbox"
+    bucket.mkdir()
+    events = numbered(siem_events(170))
+    notify = {
+        "type": "outbox",
+        "path": str(outbox),
+        "from": "siem@example.com",
+        "to": ["soc@example.com"],
+        "events": sorted({e["log_type"] for e in events}),  # a digest for every range
+    }
+    config = [
+        integration("acme", {"type": "local", "path": str(bucket)}, notify=notify, max_events=100)
+    ]
+    store = SQLiteStore(db)
+    store.append("acme", (canonicalize(e) for e in events[:150]))
+    rt = runtime(db, config)
+    [integ] = rt.integrations
+    # The first object cannot be written (a file stands where its folder goes): its
+    # intent, ids 1-100, stays pending. The digest of 1-150 goes out.
+    (bucket / "acme").write_text("")
+    assert not Pipeline(rt).sync(integ).ok
+    pending = rt.state.pending("acme", SINK)
+    assert pending is not None and (pending.first_id, pending.last_id) == (1, 100)
+
+    backup = tmp_path / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # beside the open runtime
+        conn.execute("VACUUM INTO ?", (str(backup),))
+
+    (bucket / "acme").unlink()
+    store.append("acme", (canonicalize(e) for e in events[150:160]))  # ids 151-160
+    assert Pipeline(rt).sync(integ).ok
+    rt.close()
+    store.close()
+    objects_before = local_objects(bucket)
+    assert sorted(seqs_in(b) for b in objects_before.values()) == [
+        list(range(1, 101)),
+        list(range(101, 161)),
+    ]
+    digest = outbox / "acme" / f"{151:020d}-{160:020d}.eml"
+    digest_before = digest.read_bytes()
+
+    # Restore, the service stopped: the WAL files belong to the replaced database.
+    for leftover in (tmp_path / "siem.db-wal", tmp_path / "siem.db-shm"):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(backup, db)
+    time.sleep(1.1)  # keys carry their intent's creation time, to the second
+
+    store = SQLiteStore(db)
+    again = store.append("acme", (canonicalize(e) for e in events[160:170]))
+    assert (again.first_id, again.last_id) == (151, 160)  # the lost events' ids
+    store.close()
+    rt = runtime(db, config)
+    try:
+        assert Pipeline(rt).sync(rt.integrations[0]).ok
+    finally:
+        rt.close()
+    objects = local_objects(bucket)
+    assert objects[pending.key] == objects_before[pending.key]
+    [new_key] = set(objects) - set(objects_before)
+    assert seqs_in(objects[new_key]) == list(range(101, 151)) + list(range(161, 171))
+    # The digest of ids 151-160 again: same Message-ID, other events.
+    message_id = re.compile(rb"^Message-ID: (.*)$", re.M)
+    assert message_id.findall(digest.read_bytes()) == message_id.findall(digest_before)
+    date = re.compile(rb"^Date: .*$", re.M)
+    assert date.sub(b"", digest.read_bytes()) != date.sub(b"", digest_before)
 
 
 def test_the_cli_starts_with_a_home_it_cannot_read(tmp_path: Path) -> None:
