@@ -58,7 +58,14 @@ def docs_folder() -> Path | None:
         Path(site.getuserbase()) / DOCS_SUBDIR,
         Path(__file__).resolve().parent.parent / "docs",
     ]
-    return next((c for c in candidates if (c / "configuration.md").is_file()), None)
+    return next((c for c in candidates if _is_file(c / "configuration.md")), None)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a folder this user may not look into: a service's home, say
+        return False
 
 
 def _docs(page: str = "") -> str:
