@@ -280,12 +280,14 @@ class LocalFolder:
             raise VerifyError(f"{self.location(key)}: could not read the object: {exc}") from exc
 
     def leftovers(self, folder: str) -> list[Leftover]:
-        return [
-            Leftover(key, str(p), "temporary file of an unfinished object")
-            for p in self._files(folder)
-            if p.name.startswith(".") and p.name.endswith(".tmp")
-            for key in [p.relative_to(self.base).as_posix()]
-        ]
+        out = []
+        for path in self._files(folder):
+            # The sink's temporary files are ".NAME.RANDOM.tmp" beside NAME.
+            name, dot, _ = path.name.removeprefix(".").removesuffix(".tmp").rpartition(".")
+            if path.name.startswith(".") and path.name.endswith(".tmp") and dot:
+                key = path.with_name(name).relative_to(self.base).as_posix()
+                out.append(Leftover(key, str(path), "temporary file of an unfinished object"))
+        return out
 
 
 def bucket_of(integ: Integration) -> Bucket | None:

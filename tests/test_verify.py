@@ -385,12 +385,18 @@ def test_an_object_written_before_a_crash_moved_the_cursor_is_information(
         assert rt.state.cursor("acme", SINK) == 500
     finally:
         rt.close()
+    # And an upload of that key left open (had it been a multipart object).
+    upload = s3.client.create_multipart_upload(Bucket=s3.bucket, Key=PREFIX + intent.key)
     for deep in ((), ("--deep",)):
         r = s3.verify(*deep, status=0)["acme"]
         assert r["findings"] == [] and r["objects"] == 6
-        (pending,) = info(r, "pending")
-        assert pending["keys"] == [s3.url(PREFIX + intent.key)]
+        (left, pending) = sorted(info(r, "pending"), key=lambda f: f["first_id"] or 0)
+        assert pending["keys"] == left["keys"] == [s3.url(PREFIX + intent.key)]
         assert (pending["first_id"], pending["last_id"]) == (501, 540)
+        assert "open multipart upload initiated" in left["message"]
+    s3.client.abort_multipart_upload(
+        Bucket=s3.bucket, Key=PREFIX + intent.key, UploadId=upload["UploadId"]
+    )
     s3.sync()
     r = s3.verify(status=0)["acme"]
     assert info(r, "pending") == [] and r["cursor"] == 540 and r["objects"] == 6
@@ -442,6 +448,20 @@ def test_dead_letters_and_their_replay_are_accounted_for(
         (replayed,) = info(r, "replay")
         assert replayed["keys"] == [f"s3://{s3_bucket}/{extra}"] and replayed["events"] == 2
 
+    # Without its marker (as written before there was one) it is an overlap.
+    head = client.head_object(Bucket=s3_bucket, Key=extra)
+    unmarked = {k: v for k, v in head["Metadata"].items() if k != "siem-replay"}
+    client.copy_object(
+        Bucket=s3_bucket,
+        Key=extra,
+        CopySource={"Bucket": s3_bucket, "Key": extra},
+        Metadata=unmarked,
+        MetadataDirective="REPLACE",
+        ContentEncoding="gzip",
+    )
+    r = setup.verify()["acme"]
+    assert set(kinds(r)) == {"overlap", "count"} and info(r, "replay") == []
+
     # The replay object lost: two events are nowhere, and the counts and the lines say so.
     client.delete_object(Bucket=s3_bucket, Key=extra)
     r = setup.verify()["acme"]
@@ -478,8 +498,13 @@ def test_a_local_sink_is_verified_from_its_keys(tmp_path: Path, siem_events: Any
     (found,) = setup.verify("--deep")["acme"]["findings"]
     assert found["kind"] == "content" and "(line 10, event 110)" in found["message"]
     middle.unlink()
-    (found,) = setup.verify()["acme"]["findings"]
+    # A temporary file of an object being written (or of a killed run): readers skip it.
+    (middle.parent / f".{middle.name}.1a2b3c4d.tmp").write_bytes(b"partial")
+    r = setup.verify()["acme"]
+    (found,) = r["findings"]
     assert (found["kind"], found["first_id"], found["last_id"]) == ("gap", 101, 200)
+    (left,) = info(r, "leftover")
+    assert left["keys"] == [str(middle.parent / f".{middle.name}.1a2b3c4d.tmp")]
 
 
 def test_a_sink_it_cannot_read_is_not_verified(tmp_path: Path, siem_events: Any) -> None:
@@ -531,6 +556,19 @@ def test_metadata_that_contradicts_the_key_is_reported(s3: S3Setup) -> None:
     assert r["findings"][1]["message"] == (
         f"{s3.url(key)}: format 'syslog', the integration writes 'json'"
     )
+
+
+def test_a_content_encoding_that_contradicts_the_extension_is_reported(s3: S3Setup) -> None:
+    key = s3.keys()[(251, 350)]
+    head = s3.client.head_object(Bucket=s3.bucket, Key=key)
+    # The content as it should be, but stored uncompressed under a .gz key.
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=s3.body(key), Metadata=head["Metadata"])
+    for deep in ((), ("--deep",)):
+        r = s3.verify(*deep)["acme"]
+        assert kinds(r) == ["metadata"]  # --deep reads it as stored: its lines are right
+        assert r["findings"][0]["message"] == (
+            f"{s3.url(key)}: Content-Encoding none does not match its extension"
+        )
 
 
 def test_objects_written_before_a_change_of_compression_still_count(
