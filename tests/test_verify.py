@@ -19,7 +19,7 @@ from siem_plugins.host import create_host
 from siem_plugins.keys import parse_key
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.runtime import Runtime
-from siem_plugins.storage import SINK, SQLiteStore
+from siem_plugins.storage import SINK, open_store
 from siem_plugins.testing.s3server import S3Server
 from siem_plugins.verify import S3Bucket, verify_integration
 from tests.helpers import drop_in_folder, ingest, numbered
@@ -42,10 +42,11 @@ def toml(value: Any) -> str:
 class Setup:
     """A store, a config file with integrations, and the command to run against them."""
 
-    def __init__(self, tmp_path: Path, plugins: Path | None = None) -> None:
+    def __init__(self, tmp_path: Path, plugins: Path | None = None, url: str = "") -> None:
         self.tmp = tmp_path
         self.db = tmp_path / "siem.db"
-        self.store = SQLiteStore(self.db)
+        self.url = url or f"sqlite:///{self.db}"
+        self.store: Any = open_store(self.url)
         self.cfg = tmp_path / "siem.toml"
         self.plugins = plugins
         self.integrations: list[dict[str, Any]] = []
@@ -71,7 +72,7 @@ class Setup:
         self.write()
 
     def write(self) -> None:
-        text = f"[store]\nurl = {toml(f'sqlite:///{self.db}')}\n"
+        text = f"[store]\nurl = {toml(self.url)}\n"
         if self.plugins is not None:
             text = f"plugins_dir = {toml(str(self.plugins))}\n" + text
         for integ in self.integrations:
@@ -619,3 +620,28 @@ def test_a_sync_during_the_listing_causes_no_false_finding(
         rt.close()
     assert syncs and syncs[0].ok and len(syncs[0].objects) == 1
     assert report.findings == [] and (report.objects, report.cursor) == (6, 540)
+
+
+def test_a_postgresql_store_verifies_the_same(
+    tmp_path: Path, pg_url: str, s3_server: S3Server, s3_bucket: str, siem_events: Any
+) -> None:
+    setup = Setup(tmp_path, url=pg_url)
+    ingest(setup.store, "acme", numbered(siem_events(150)))
+    ingest(setup.store, "globex", siem_events(20, seed=2))
+    ingest(setup.store, "acme", numbered(siem_events(100), start=151))
+    setup.add("acme", s3_server.sink_options(s3_bucket, prefix=PREFIX))
+    setup.sync()
+    for deep in ((), ("--deep",)):
+        r = setup.verify(*deep, status=0)["acme"]
+        assert r["findings"] == [] and (r["objects"], r["events"]) == (3, 250)
+    client = s3_server.client()
+    (middle,) = [
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]
+        if "_00000000000000000101-" in o["Key"]
+    ]
+    client.delete_object(Bucket=s3_bucket, Key=middle)
+    (gap,) = setup.verify()["acme"]["findings"]
+    # Ids 101-150, then the other account's 151-170, then 171-220.
+    assert (gap["kind"], gap["first_id"], gap["last_id"], gap["events"]) == ("gap", 101, 220, 100)
+    setup.store.close()
