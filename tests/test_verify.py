@@ -45,8 +45,8 @@ class Setup:
     def __init__(self, tmp_path: Path, plugins: Path | None = None, url: str = "") -> None:
         self.tmp = tmp_path
         self.db = tmp_path / "siem.db"
-        self.url = url or f"sqlite:///{self.db}"
-        self.store: Any = open_store(self.url)
+        self.store_url = url or f"sqlite:///{self.db}"
+        self.store: Any = open_store(self.store_url)
         self.cfg = tmp_path / "siem.toml"
         self.plugins = plugins
         self.integrations: list[dict[str, Any]] = []
@@ -72,7 +72,7 @@ class Setup:
         self.write()
 
     def write(self) -> None:
-        text = f"[store]\nurl = {toml(self.url)}\n"
+        text = f"[store]\nurl = {toml(self.store_url)}\n"
         if self.plugins is not None:
             text = f"plugins_dir = {toml(str(self.plugins))}\n" + text
         for integ in self.integrations:
