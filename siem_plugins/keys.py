@@ -8,6 +8,7 @@ then the zero-padded id range (QRadar's S3 rule: the full path increases alphabe
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 #: Account names are identifiers: they become a path segment of every object key, so
@@ -52,8 +53,34 @@ def object_key(account: str, created: str, first_id: int, last_id: int, extensio
 
 _KEY_SHAPE = re.compile(
     r"(?P<account>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
-    rf"(?P=y)-(?P=m)-(?P=d)T\d{{6}}Z_\d{{{ID_WIDTH}}}-\d{{{ID_WIDTH}}}\.(?P<extension>[^/]+)\Z"
+    rf"(?P<created>(?P=y)-(?P=m)-(?P=d)T\d{{6}}Z)_(?P<first>\d{{{ID_WIDTH}}})-"
+    rf"(?P<last>\d{{{ID_WIDTH}}})\.(?P<extension>[^/]+)\Z"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    """What a key :func:`object_key` made says: the intent it was made from."""
+
+    account: str
+    created: str
+    first_id: int
+    last_id: int
+    extension: str
+
+
+def parse_key(key: str) -> KeyParts | None:
+    """The parts of a key :func:`object_key` could have made, else ``None``."""
+    found = _KEY_SHAPE.match(key)
+    if found is None or not ACCOUNT_RE.match(found["account"]) or ".." in found["account"]:
+        return None
+    return KeyParts(
+        found["account"],
+        found["created"],
+        int(found["first"]),
+        int(found["last"]),
+        found["extension"],
+    )
 
 
 def parse_object_key(key: str) -> tuple[str, str] | None:
@@ -61,7 +88,5 @@ def parse_object_key(key: str) -> tuple[str, str] | None:
 
     Lets a sink recognise its own objects among others under a shared prefix.
     """
-    found = _KEY_SHAPE.match(key)
-    if found is None or not ACCOUNT_RE.match(found["account"]) or ".." in found["account"]:
-        return None
-    return found["account"], found["extension"]
+    parts = parse_key(key)
+    return None if parts is None else (parts.account, parts.extension)

@@ -87,6 +87,9 @@ class ObjectMeta:
     #: Events of the id range left out because they could not be formatted (dead
     #: letters): ``count`` + ``set_aside`` events of the account are in the range.
     set_aside: int = 0
+    #: A ``siem-plugins dead-letters replay`` object: it holds only events other objects
+    #: of its id range left out, so its range overlaps theirs on purpose.
+    replay: bool = False
 
     def as_metadata(self) -> dict[str, str]:
         """User metadata for the object (S3 ``x-amz-meta-*``)."""
@@ -100,6 +103,8 @@ class ObjectMeta:
         }
         if self.set_aside:
             metadata["siem-set-aside"] = str(self.set_aside)
+        if self.replay:
+            metadata["siem-replay"] = "1"
         return metadata
 
 

@@ -585,6 +585,7 @@ class Pipeline:
                     content_type=integ.formatter.content_type,
                     content_encoding=comp.content_encoding,
                     set_aside=len(still),
+                    replay=True,
                 )
                 with integ.sink.open(intent.key, meta) as writer:
                     writer.write(comp.compress(data) + comp.flush())
