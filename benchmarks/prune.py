@@ -169,7 +169,11 @@ def main() -> None:
                     conn.execute("VACUUM ANALYZE siem_event")
                 return url
 
-            scenario("PostgreSQL", fresh_pg, args.events, args.seconds, work, args.pause)
+            try:
+                scenario("PostgreSQL", fresh_pg, args.events, args.seconds, work, args.pause)
+            finally:
+                with psycopg.connect(PG_BASE, autocommit=True) as conn:
+                    conn.execute("DROP SCHEMA IF EXISTS siem_prune_bench CASCADE")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
