@@ -12,7 +12,7 @@ import shutil
 import site
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,9 +41,9 @@ plugins: built-ins, installed packages (entry point group siem_plugins), then *.
   config file (none without a config file). Files and folders writable by group or others
   are refused. SIEM_DISABLED_PLUGINS=a,b skips plugins before import; SIEM_TRACE_PLUGINS=1
   logs every hook call.
-exit status: 0 ok; 1 a sync, check, ingest or dead-letter replay failed (or another process
-  was syncing), a plugin failed to load, or verify found a discrepancy; 2 bad usage or
-  configuration.
+exit status: 0 ok; 1 a sync, check, ingest, prune or dead-letter replay failed (or another
+  process was syncing or pruning), a plugin failed to load, or verify found a discrepancy;
+  2 bad usage or configuration.
 """
 
 #: Where the user guide is installed (``[options.data_files]`` of setup.cfg), under the
@@ -498,12 +498,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         interval = parse_duration(args.interval, Options({}, path=""), "--interval")
     if args.executor == "celery":
         from siem_plugins.fleet import run_beat
+        from siem_plugins.retention import RetentionJob
 
         stop = threading.Event()
         restore = stop_on_signals(stop, exit_status=130)
+        retention = RetentionJob.start_for(cfg, stop)
         try:
             return run_beat(Path(cfg.file), interval=interval, cycles=args.cycles, stop=stop)
         finally:
+            stop.set()
+            if retention is not None:
+                retention.join()
             restore()
     with _runtime(args, cfg) as rt:
         sched = Scheduler(rt, interval=interval)
@@ -515,6 +520,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         sched.run(max_cycles=args.cycles)
     return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete the events every integration of their account has shipped
+    (docs/deployment.md#retention)."""
+    from siem_plugins.config import parse_duration
+    from siem_plugins.options import Options
+    from siem_plugins.retention import DEFAULT_PAUSE, open_stores, prune, shippers_of
+    from siem_plugins.signals import stop_on_signals
+    from siem_plugins.storage import DEFAULT_URL
+
+    cfg = _config(args)
+    assert cfg is not None
+    if cfg.store_name != "store":
+        raise UsageError(
+            f"prune deletes from the built-in store; [store] type = {cfg.store_name!r} keeps "
+            "its events elsewhere"
+        )
+    older_than = cfg.retention.older_than
+    if args.older_than is not None:
+        older_than = parse_duration(
+            args.older_than, Options({}, path=""), "--older-than", maximum=None
+        )
+    url = str(cfg.store_options.raw("url", DEFAULT_URL))
+    try:
+        store, state = open_stores(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # unreachable, schema too old, driver missing
+        raise UsageError(
+            f"cannot open the store {_safe_url(url)}: {_store_reason(exc, url)}"
+        ) from None
+    stop = threading.Event()
+    restore = stop_on_signals(stop, exit_status=130)
+    try:
+        report = prune(
+            store,
+            state,
+            shippers_of(cfg.integrations),
+            older_than=older_than,
+            orphans=args.orphans or cfg.retention.orphans,
+            dry_run=args.dry_run,
+            batch=args.batch or cfg.retention.batch,
+            pause=DEFAULT_PAUSE if args.pause is None else args.pause,
+            stop=stop,
+        )
+    finally:
+        restore()
+        state.close()
+        store.close()
+    for outcome in report.accounts:
+        if outcome.error:
+            outcome.error = _store_reason(Exception(outcome.error), url)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    return 1 if report.failed else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -829,6 +893,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _within(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` from ``low`` to ``high``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:  # also false for nan
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siem-plugins",
@@ -1011,6 +1090,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deep", action="store_true", help="read every object and compare its bytes")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "prune",
+        parents=[common],
+        help="delete the events every integration has shipped",
+        description="Delete the events of each account that every integration shipping "
+        "that account (enabled or not) has finished with on both destinations: ids at or "
+        "below the lowest sink and notifier cursor. Events with a dead letter, or in a "
+        "pending intent's range, stay; so do the events of accounts no integration ships "
+        "(unless --orphans). Deletes in small transactions with a pause between them, so "
+        "ingest and syncs carry on. --older-than, --orphans and the batch size default to "
+        "[retention] of the config. Exit 1 if an account failed or another process is "
+        "pruning.",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="report what would be deleted, delete nothing"
+    )
+    p.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="only events whose own time (ts) is older: seconds or 12h / 30d",
+    )
+    p.add_argument(
+        "--orphans",
+        action="store_true",
+        help="also delete the events of accounts that no integration ships",
+    )
+    p.add_argument(
+        "--batch",
+        type=_within(int, 100, 100_000),
+        metavar="N",
+        help="events per delete transaction, 100-100000 (default 5000)",
+    )
+    p.add_argument(
+        "--pause",
+        type=_within(float, 0, 60),
+        metavar="SECONDS",
+        help="pause between two delete transactions, 0-60 (default 0.11: a waiting writer gets in)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser(
         "ingest",

@@ -53,7 +53,7 @@ REDACTED = "***"
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*\Z")
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
 _SIZE_RE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1,
@@ -72,6 +72,7 @@ _TOP_KEYS = {
     "store",
     "integration",
     "celery",
+    "retention",
 }
 
 
@@ -127,6 +128,24 @@ class CeleryConfig:
     queue: str = DEFAULT_QUEUE
 
 
+@dataclass(frozen=True)
+class RetentionConfig:
+    """``[retention]``: the prune job of ``siem-plugins run`` (docs/deployment.md#retention).
+
+    :ivar older_than: seconds; only events whose own time is older are deleted (None:
+        every shipped event).
+    :ivar every: seconds between two prunes.
+    :ivar orphans: also delete the events of accounts that no integration ships.
+    :ivar batch: events per delete transaction.
+    """
+
+    enabled: bool = False
+    older_than: float | None = None
+    every: float = 86_400.0
+    orphans: bool = False
+    batch: int = 5000
+
+
 @dataclass
 class Config:
     """A loaded config: the top-level settings, the integrations, the data as loaded."""
@@ -145,6 +164,7 @@ class Config:
     log_types: frozenset[str] = frozenset()
     integrations: list[IntegrationConfig] = field(default_factory=list)
     celery: CeleryConfig = field(default_factory=CeleryConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     data: Mapping[str, Any] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
 
@@ -162,7 +182,7 @@ class Config:
 
     def check_sections(self, known: set[str]) -> None:
         """Reject top-level tables that no loaded plugin declares (typos like ``[smpt]``)."""
-        sections = known | {"store", "celery", "integration"}
+        sections = known | {"store", "celery", "integration", "retention"}
         for key in sorted(set(self.data) - _TOP_KEYS - known):
             near = closest(key, sections)
             raise ConfigError(
@@ -249,9 +269,9 @@ def interpolate(
 def parse_duration(
     value: Any, opts: Options, key: str, *, maximum: float | None = MAX_INTERVAL_S
 ) -> float:
-    """Seconds from a number or a string such as ``"5m"``, ``"30s"``, ``"1h"``: finite,
-    at least 1 second, at most ``maximum``."""
-    expected = 'expected a duration such as 300, "30s", "5m" or "1h"'
+    """Seconds from a number or a string such as ``"5m"``, ``"30s"``, ``"1h"``,
+    ``"30d"``: finite, at least 1 second, at most ``maximum``."""
+    expected = 'expected a duration such as 300, "30s", "5m", "1h" or "30d"'
     if isinstance(value, bool):
         raise opts.error(key, f"{expected}, got a boolean")
     if isinstance(value, int):
@@ -260,7 +280,8 @@ def parse_duration(
     elif isinstance(value, float):
         seconds = value
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+        unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, None: 1}[m.group(2)]
+        seconds = float(m.group(1)) * unit
     else:
         raise opts.error(key, f"{expected}, got {opts.got(key, value)}")
     # nan compares false with every bound, and inf would never come round: both rejected.
@@ -277,7 +298,7 @@ def _seconds(limit: float) -> str:
     for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
         if limit >= size and limit % size == 0:
             n = int(limit // size)
-            return f"{n} {unit}{'s' if n > 1 else ''} ({limit:g} seconds)"
+            return f"{n} {unit}{'s' if n > 1 else ''} ({limit:.0f} seconds)"
     return f"{limit:g} seconds"
 
 
@@ -354,6 +375,38 @@ def _celery(top: Options, file: str) -> CeleryConfig:
     return CeleryConfig(url, queue)
 
 
+#: The longest ``[retention] every``: a prune at least once a month.
+MAX_RETENTION_EVERY_S = 30 * 86_400.0
+
+
+def _retention(top: Options, file: str, store_name: str) -> RetentionConfig:
+    """``[retention]``, validated; present means enabled unless ``enabled = false``."""
+    if "retention" not in top:
+        return RetentionConfig()
+    opts = Options(
+        top.table("retention"),
+        path="retention",
+        file=file,
+        ignore=(),
+        parent=ParentTable("a top-level key", "[retention]", frozenset(_TOP_KEYS)),
+    )
+    enabled = opts.boolean("enabled", True)
+    older_than = opts.raw("older_than")
+    if older_than is not None:
+        older_than = parse_duration(older_than, opts, "older_than", maximum=None)
+    every = parse_duration(opts.raw("every", 86_400), opts, "every", maximum=MAX_RETENTION_EVERY_S)
+    orphans = opts.boolean("orphans", False)
+    batch = opts.integer("batch", 5000, min=100, max=100_000)
+    opts.finish()
+    if enabled and store_name != "store":
+        raise opts.error(
+            None,
+            f"retention deletes from the built-in store; [store] type = {store_name!r} keeps "
+            "its events elsewhere (set enabled = false, or remove [retention])",
+        )
+    return RetentionConfig(enabled, older_than, every, orphans, batch)
+
+
 def config_from_dict(
     raw: Mapping[str, Any],
     *,
@@ -388,6 +441,7 @@ def config_from_dict(
     )
 
     cfg.celery = _celery(top, file)
+    cfg.retention = _retention(top, file, cfg.store_name)
 
     # Other top-level tables are shared sections of plugins (``[smtp]``, ``[s3]``, a
     # third party's); they are checked against the loaded plugins in Config.check_sections.

@@ -8,6 +8,9 @@ destination's pass starts as usual. So a mail relay that hangs cannot delay the 
 objects, and a black-holed S3 endpoint cannot delay the next alerts. Each pass also takes
 its sync lock from the state store, which keeps other processes out (see pipeline.py).
 
+With ``[retention]`` in the config, a prune of the shipped events runs beside the loop in
+a thread of its own (:class:`~siem_plugins.retention.RetentionJob`), never inside a pass.
+
 SIGTERM / SIGINT stop the loop: in-flight objects are finished (each is all-or-nothing
 anyway), no new object is started, and the process exits 0. A second signal abandons the
 in-flight objects: their intents stay recorded and the next start replays them.
@@ -24,6 +27,7 @@ from concurrent.futures import wait as futures_wait
 
 from siem_plugins.logs import log_stopped
 from siem_plugins.pipeline import Pipeline, SyncResult
+from siem_plugins.retention import RetentionJob
 from siem_plugins.runtime import Integration, Runtime
 from siem_plugins.signals import SIGNAL_POLL, stop_on_signals, wait_for_stop
 from siem_plugins.storage import DESTINATIONS, SINK
@@ -144,6 +148,7 @@ class Scheduler:
 
     def _loop(self, max_cycles: int | None) -> None:
         log.info("scheduler: %d integrations, every %.0fs", len(self.rt.enabled()), self.interval)
+        retention = RetentionJob.start_for(self.rt.config, self.stop)
         next_at = time.monotonic()
         while not self.stop.is_set():
             self.tick()
@@ -153,6 +158,8 @@ class Scheduler:
             # Fixed-rate ticks: a slow cycle does not shift every later one.
             wait_for_stop(self.stop, next_at - time.monotonic())
         self.shutdown()
+        if retention is not None:
+            retention.join()
 
     def shutdown(self, *, wait: bool = True) -> None:
         self.stop.set()

@@ -16,7 +16,7 @@ from siem_plugins.storage import SQLiteStore
 from tests.helpers import drop_in_folder
 
 DATA = Path(__file__).parent / "data"
-COMMANDS = ("run", "sync", "ingest", "check", "plugins", "demo", "verify")
+COMMANDS = ("run", "sync", "ingest", "check", "prune", "plugins", "demo", "verify")
 
 
 def cli(

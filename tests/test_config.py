@@ -123,7 +123,7 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             "[smtp]",
             "[smpt]\nx = 1\n[smtp]",
             "smpt",
-            "unknown section [smpt]; known sections: celery, integration, s3, smtp, store",
+            "unknown section [smpt]; known sections: celery, integration, retention, s3, smtp, store",
         ),
         (
             "port = 2525",

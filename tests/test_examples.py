@@ -599,6 +599,7 @@ def test_example_package_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     _copy_tree(REPO / "docs", src / "docs")
+    _copy_tree(REPO / "deploy", src / "deploy")  # data files setup.cfg installs
     _copy_tree(EXAMPLE, example)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "COLUMNS": "160"}
     env.pop("SIEM_CONFIG", None)

@@ -1,6 +1,7 @@
 """What the SQLite and PostgreSQL event stores share: :meth:`SQLEventStore.append` (rows
 in chunks and the input file's record in ``siem_ingest``, in one transaction),
-``ingested``, ``count`` and ``last_id``, each written once.
+``ingested``, ``count``, ``last_id``, ``accounts`` and the batched deletion of
+:meth:`SQLEventStore.prune`, each written once.
 
 How rows go in (``executemany`` on SQLite, ``COPY`` on PostgreSQL), how the write lock is
 taken, and how events are read (SQLite's dense and sparse plans, PostgreSQL's server-side
@@ -9,6 +10,8 @@ cursors) stay with each store: those are where the two databases are fast differ
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -17,7 +20,7 @@ from typing import ClassVar, Generic, TypeAlias, TypeVar
 from siem_plugins.events import Canonical
 from siem_plugins.keys import check_account
 from siem_plugins.storage.dialect import C, Connection, Dialect
-from siem_plugins.storage.protocols import IngestRecord, IngestResult, Origin
+from siem_plugins.storage.protocols import IngestRecord, IngestResult, Keep, Origin, Pruned
 
 #: One siem_event row: account, type, log_type, ts, body.
 Row: TypeAlias = tuple[str, str, str, str, bytes]
@@ -40,6 +43,22 @@ def chunks(account: str, records: Iterable[Canonical], size: int) -> Iterator[li
             rows.clear()
     if rows:
         yield rows
+
+
+def segments(max_id: int, keep: Keep) -> list[tuple[int, int]]:
+    """The stretches of ids ``1..max_id`` outside every ``keep`` range (inclusive), each
+    as ``(after, before)``: the ids strictly between the two."""
+    out: list[tuple[int, int]] = []
+    after = 0
+    for first, last in sorted(keep):
+        if first > max_id:
+            break
+        if first - 1 > after:
+            out.append((after, first))
+        after = max(after, last)
+    if after < max_id:
+        out.append((after, max_id + 1))
+    return out
 
 
 class _AlreadyStored(Exception):
@@ -142,6 +161,108 @@ class SQLEventStore(ABC, Generic[C, W]):
     def last_id(self, account: str | None = None) -> int:
         """The highest stored id (of one account); 0 if there is none."""
         return self._aggregate("max(id)", account)
+
+    def accounts(self) -> list[str]:
+        """Every account that has stored events, in order: one index seek per account
+        (a loose index scan), not a scan of every event."""
+        sql = (
+            "WITH RECURSIVE a(account) AS (SELECT min(account) FROM siem_event"
+            " UNION ALL SELECT (SELECT min(e.account) FROM siem_event e"
+            " WHERE e.account > a.account) FROM a WHERE a.account IS NOT NULL)"
+            " SELECT account FROM a WHERE account IS NOT NULL"
+        )
+        rows = self._dialect.run(lambda conn, retry: conn.execute(sql).fetchall())
+        return [str(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ pruning
+
+    def prunable(
+        self, account: str, max_id: int, *, older_than: str | None = None, keep: Keep = ()
+    ) -> Pruned:
+        """What :meth:`prune` with the same arguments would delete now (nothing is)."""
+        total = Pruned()
+        for after, before in segments(max_id, keep):
+            total += self._stretch(account, after, before - 1, older_than)
+        return total
+
+    def prune(
+        self,
+        account: str,
+        max_id: int,
+        *,
+        older_than: str | None = None,
+        keep: Keep = (),
+        batch: int = 5000,
+        pause: float = 0.11,
+        stop: threading.Event | None = None,
+    ) -> Pruned:
+        """Delete the account's events with ``id <= max_id`` outside the ``keep`` ranges
+        (and, with ``older_than``, whose ``ts`` is before it), ``batch`` at a time.
+
+        Each batch is a window of at most ``batch`` of the account's ids, found by a
+        read (the ``(account, id)`` index alone), then deleted in a transaction of its
+        own: the write lock (SQLite) or the rows (PostgreSQL) are held for one batch,
+        never for the whole prune. A window with nothing to delete (``older_than``
+        spares it) takes no write lock at all. After a transaction the prune sleeps
+        ``pause`` seconds, which is what lets a waiting writer in: SQLite's busy
+        handler retries a blocked writer about every 100 ms.
+        """
+        total = Pruned()
+        for after, before in segments(max_id, keep):
+            while not (stop is not None and stop.is_set()):
+                window_end = self._nth(account, after, before, batch)
+                end = window_end if window_end is not None else before - 1
+                found = self._stretch(account, after, end, older_than)
+                if found.count:
+                    deleted = self._delete(account, after, end, older_than)
+                    total += Pruned(deleted, found.first_id, found.last_id)
+                    if stop is not None:
+                        stop.wait(pause)
+                    else:
+                        time.sleep(pause)
+                if window_end is None:
+                    break
+                after = end
+        return total
+
+    def _nth(self, account: str, after: int, before: int, n: int) -> int | None:
+        """The id of the account's ``n``-th event after ``after`` and before ``before``
+        (the ``(account, id)`` index alone), if it has that many there."""
+        sql = self._dialect.sql(
+            "SELECT id FROM siem_event WHERE account=? AND id>? AND id<?"
+            " ORDER BY id LIMIT 1 OFFSET ?"
+        )
+        params = (account, after, before, n - 1)
+        row = self._dialect.run(lambda conn, retry: conn.execute(sql, params).fetchone())
+        return int(row[0]) if row is not None else None
+
+    def _delete(self, account: str, after: int, last: int, older_than: str | None) -> int:
+        """Delete the account's events with ``after < id <= last`` (and ``ts <
+        older_than``) in one transaction; how many went."""
+        d = self._dialect
+        sql = "DELETE FROM siem_event WHERE account=? AND id>? AND id<=?"
+        params: tuple[object, ...] = (account, after, last)
+        if older_than is not None:
+            sql += " AND ts<?"
+            params += (older_than,)
+        sql = d.sql(sql)
+
+        def op(conn: C, retry: bool) -> int:
+            with d.transaction(conn):
+                return int(conn.execute(sql, params).rowcount)
+
+        return d.run(op)
+
+    def _stretch(self, account: str, after: int, last: int, older_than: str | None) -> Pruned:
+        """The account's events with ``after < id <= last`` (and ``ts < older_than``)."""
+        sql = "SELECT min(id), max(id), count(*) FROM siem_event WHERE account=? AND id>? AND id<=?"
+        params: tuple[object, ...] = (account, after, last)
+        if older_than is not None:
+            sql += " AND ts<?"
+            params += (older_than,)
+        sql = self._dialect.sql(sql)
+        lo, hi, n = self._dialect.run(lambda conn, retry: conn.execute(sql, params).fetchone())
+        return Pruned(int(n), lo, hi) if n else Pruned()
 
     def _aggregate(self, what: str, account: str | None) -> int:
         sql = f"SELECT {what} FROM siem_event"  # noqa: S608 (an aggregate of this module)

@@ -18,10 +18,11 @@ never block the events after them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from siem_plugins.events import Canonical
 from siem_plugins.kinds import Intent, Source
@@ -138,6 +139,30 @@ class IngestResult:
     already: IngestRecord | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Events an :meth:`EventStore.prune` deleted (or :meth:`EventStore.prunable` would
+    delete): how many, and the lowest and highest of their ids (``None`` when none)."""
+
+    count: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+
+    def __add__(self, other: Pruned) -> Pruned:
+        firsts = [i for i in (self.first_id, other.first_id) if i is not None]
+        lasts = [i for i in (self.last_id, other.last_id) if i is not None]
+        return Pruned(
+            self.count + other.count,
+            min(firsts) if firsts else None,
+            max(lasts) if lasts else None,
+        )
+
+
+#: Inclusive id ranges ``(first, last)`` that a prune must leave alone (dead letters,
+#: pending intents).
+Keep: TypeAlias = Collection[tuple[int, int]]
+
+
 class Origin(Protocol):
     """Where a stream of records came from, for the store's per-file record. Read after
     the records are exhausted (:class:`~siem_plugins.ingest.NdjsonInput` is one)."""
@@ -195,6 +220,37 @@ class EventStore(Source, Protocol):
 
     def last_id(self, account: str | None = None) -> int:
         """The highest stored id (of one account); 0 if there is none."""
+        ...
+
+    def accounts(self) -> list[str]:
+        """Every account that has stored events, in order."""
+        ...
+
+    def prunable(
+        self, account: str, max_id: int, *, older_than: str | None = None, keep: Keep = ()
+    ) -> Pruned:
+        """What :meth:`prune` with the same arguments would delete now (nothing is)."""
+        ...
+
+    def prune(
+        self,
+        account: str,
+        max_id: int,
+        *,
+        older_than: str | None = None,
+        keep: Keep = (),
+        batch: int = 5000,
+        pause: float = 0.11,
+        stop: threading.Event | None = None,
+    ) -> Pruned:
+        """Delete the account's events with ``id <= max_id``, except those in a ``keep``
+        range; with ``older_than`` (a canonical UTC timestamp,
+        ``YYYY-MM-DDTHH:MM:SS.mmmZ``) only those whose ``ts`` is before it.
+
+        At most ``batch`` events per transaction, ``pause`` seconds between two
+        transactions that deleted something, so writers are never held up for long; it
+        returns early (between two batches) once ``stop`` is set. Which ids are safe to
+        delete is the caller's business (:mod:`siem_plugins.retention`)."""
         ...
 
 
