@@ -42,8 +42,8 @@ plugins: built-ins, installed packages (entry point group siem_plugins), then *.
   are refused. SIEM_DISABLED_PLUGINS=a,b skips plugins before import; SIEM_TRACE_PLUGINS=1
   logs every hook call.
 exit status: 0 ok; 1 a sync, check, ingest, prune or dead-letter replay failed (or another
-  process was syncing or pruning), a plugin failed to load, or verify found a discrepancy;
-  2 bad usage or configuration.
+  process was syncing or pruning), a plugin failed to load, verify found a discrepancy, or
+  status found an integration that needs attention; 2 bad usage or configuration.
 """
 
 #: Where the user guide is installed (``[options.data_files]`` of setup.cfg), under the
