@@ -254,3 +254,35 @@ def test_sync_locks_exclude_and_release(state: StateStore) -> None:
     again = state.try_lock("acme", SINK)
     assert again is not None
     again.release()
+
+
+def test_sync_locks_of_stores_in_different_schemas_are_independent(pg_url: str) -> None:
+    """Advisory locks are per database: the schema is part of the key, so two fleets
+    whose stores share a database (same integration names) never block each other."""
+    import secrets
+
+    import psycopg
+
+    from siem_plugins.storage import PgState, migrate
+
+    other = f"siem_test_{secrets.token_hex(6)}"
+    base = pg_url.split("?", 1)[0]
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {other}")
+        try:
+            other_url = f"{base}?options=-csearch_path%3D{other}"
+            migrate(other_url)
+            one, two = PgState(pg_url), PgState(other_url)
+            try:
+                held = one.try_lock("acme", SINK)
+                assert held is not None
+                assert one.try_lock("acme", SINK) is None  # the same store: taken
+                theirs = two.try_lock("acme", SINK)  # another schema: free
+                assert theirs is not None
+                theirs.release()
+                held.release()
+            finally:
+                one.close()
+                two.close()
+        finally:
+            admin.execute(f"DROP SCHEMA {other} CASCADE")

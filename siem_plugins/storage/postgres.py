@@ -47,11 +47,13 @@ log = logging.getLogger(__name__)
 _R = TypeVar("_R")
 
 
-def sync_lock_key(integration: str, destination: str) -> int:
-    """The 64-bit advisory lock key of an (integration, destination): a hash wide enough
-    that ten thousand integrations never share one (``hashtext`` is 32 bits)."""
-    digest = hashlib.sha256(f"siem-plugins sync {integration}/{destination}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+def sync_lock_key(schema: str, integration: str, destination: str) -> int:
+    """The 64-bit advisory lock key of an (integration, destination) of the store in
+    ``schema``: a hash wide enough that ten thousand integrations never share one
+    (``hashtext`` is 32 bits). Advisory locks are per database, so the schema is part of
+    the key: two fleets whose stores share a database never block each other."""
+    name = f"siem-plugins sync {schema}:{integration}/{destination}"
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class AdvisoryLock:
@@ -99,6 +101,7 @@ class PgDialect(Dialect["PgConnection"]):
     def __init__(self, url: str) -> None:
         self.url = url
         self.conns = PgConnections(url)
+        self._schema: str | None = None
 
     @property
     def unique_violation(self) -> type[Exception]:
@@ -141,10 +144,13 @@ class PgDialect(Dialect["PgConnection"]):
         """
         import psycopg
 
-        key = sync_lock_key(integration, destination)
         for retry in (False, True):
             conn = self.conns.take()
             try:
+                if self._schema is None:  # fixed by the URL's search_path: asked once
+                    found = conn.execute("SELECT current_schema()").fetchone()
+                    self._schema = str(found[0]) if found else ""
+                key = sync_lock_key(self._schema, integration, destination)
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             except psycopg.OperationalError:
                 self.conns.give_back(conn)
