@@ -47,6 +47,7 @@ from siem_plugins.kinds import (  # noqa: E402
     SourceBase,
     SourceSpec,
 )
+from siem_plugins.metrics import count_retry  # noqa: E402
 from siem_plugins.options import ConfigError, Options, Secret  # noqa: E402
 
 __all__ = [
@@ -80,5 +81,6 @@ __all__ = [
     "SourceBase",
     "SourceSpec",
     "__version__",
+    "count_retry",
     "hookimpl",
 ]

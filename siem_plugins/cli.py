@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from siem_plugins import __version__
 from siem_plugins.config import Config, config_from_dict, default_config_path, load_config
+from siem_plugins.endpoint import ListenError
 from siem_plugins.host import PluginHost, create_host
 from siem_plugins.logs import (
     LOG_FORMATS,
@@ -485,6 +486,51 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _listen(args: argparse.Namespace, cfg: Config, role: str) -> tuple[str, int] | None:
+    """Where ``role`` (``run`` or ``worker``) serves its metrics: the command line, else
+    ``[metrics]``; None: nowhere."""
+    from siem_plugins.config import check_listen_address
+
+    port = args.metrics_port
+    if port is None:
+        port = cfg.metrics.worker_port if role == "worker" else cfg.metrics.port
+    if port is None:
+        return None
+    address = args.metrics_address or cfg.metrics.address
+    check_listen_address(address, lambda why: UsageError(f"--metrics-address: {why}"))
+    return address, port
+
+
+def _metrics_endpoint(
+    args: argparse.Namespace,
+    cfg: Config,
+    role: str,
+    *,
+    readiness: Any,
+    state: Any = None,
+    interval: float | None = None,
+) -> contextlib.AbstractContextManager[Any]:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` while the block runs, if asked
+    to (``--metrics-port`` or ``[metrics]``). ``state``: the runtime's state store, else
+    the endpoint opens its own. The gauges are served by ``run`` only."""
+    listen = _listen(args, cfg, role)
+    if listen is None:
+        return contextlib.nullcontext()
+    from siem_plugins.endpoint import Watched, endpoint
+    from siem_plugins.runtime import open_state_of
+
+    return endpoint(
+        address=listen[0],
+        port=listen[1],
+        role=role,
+        open_state=(lambda: state) if state is not None else (lambda: open_state_of(cfg)),
+        close_state=state is None,
+        readiness=readiness,
+        watched=[Watched(i.name, i.enabled) for i in cfg.integrations],
+        interval=interval if interval is not None else cfg.interval,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from siem_plugins.config import parse_duration
     from siem_plugins.options import Options
@@ -497,14 +543,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.interval is not None:
         interval = parse_duration(args.interval, Options({}, path=""), "--interval")
     if args.executor == "celery":
+        from siem_plugins.endpoint import Readiness
         from siem_plugins.fleet import run_beat
         from siem_plugins.retention import RetentionJob
 
         stop = threading.Event()
         restore = stop_on_signals(stop, exit_status=130)
-        retention = RetentionJob.start_for(cfg, stop)
+        readiness = Readiness()
+        retention = None
         try:
-            return run_beat(Path(cfg.file), interval=interval, cycles=args.cycles, stop=stop)
+            with _metrics_endpoint(args, cfg, "beat", readiness=readiness, interval=interval):
+                retention = RetentionJob.start_for(cfg, stop)
+                return run_beat(
+                    Path(cfg.file),
+                    interval=interval,
+                    cycles=args.cycles,
+                    stop=stop,
+                    readiness=readiness,
+                )
         finally:
             stop.set()
             if retention is not None:
@@ -513,12 +569,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _runtime(args, cfg) as rt:
         sched = Scheduler(rt, interval=interval)
         sched.install_signal_handlers()
-        log.info(
-            "running %d integrations every %.0fs (Ctrl-C or SIGTERM stops cleanly)",
-            len(rt.enabled()),
-            sched.interval,
-        )
-        sched.run(max_cycles=args.cycles)
+        with _metrics_endpoint(
+            args, cfg, "run", readiness=sched.readiness, state=rt.state, interval=sched.interval
+        ):
+            log.info(
+                "running %d integrations every %.0fs (Ctrl-C or SIGTERM stops cleanly)",
+                len(rt.enabled()),
+                sched.interval,
+            )
+            sched.run(max_cycles=args.cycles)
     return 0
 
 
@@ -594,6 +653,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         pool=args.pool,
         loglevel=level,
         plugins_dir=plugins_dir,
+        metrics_at=_listen(args, cfg, "worker"),
     )
 
 
@@ -908,6 +968,22 @@ def _within(kind: Callable[[str], float], low: float, high: float) -> Callable[[
     return parse
 
 
+def _metrics_arguments(p: argparse.ArgumentParser, key: str) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=_within(int, 0, 65535),
+        metavar="PORT",
+        help=f"serve Prometheus metrics on /metrics, and /healthz and /readyz, on this port "
+        f"(0: any free one, logged; default: [metrics] {key}, else none)",
+    )
+    p.add_argument(
+        "--metrics-address",
+        metavar="ADDR",
+        help="the address to listen on (default: [metrics] address, else 127.0.0.1: this "
+        "host only; 0.0.0.0 for every interface)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siem-plugins",
@@ -958,6 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
         "integration per interval for `siem-plugins worker` processes",
     )
     p.add_argument("--cycles", type=int, help=argparse.SUPPRESS)  # tests: stop after N ticks
+    _metrics_arguments(p, "port")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -975,6 +1052,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("prefork", "threads", "solo"),
         help="Celery pool (default prefork)",
     )
+    _metrics_arguments(p, "worker_port")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
@@ -1231,7 +1309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _tell(f"config error: {exc}")
         return 2
-    except UsageError as exc:
+    except (UsageError, ListenError) as exc:
         _tell(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

@@ -13,11 +13,12 @@ same located errors.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ _TOP_KEYS = {
     "integration",
     "celery",
     "retention",
+    "metrics",
 }
 
 
@@ -146,6 +148,28 @@ class RetentionConfig:
     batch: int = 5000
 
 
+#: Where the metrics endpoint listens unless ``[metrics] address`` says otherwise: this
+#: host only. Serving other hosts is a choice (``"0.0.0.0"``), never a default.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\Z")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint of ``run`` and ``worker``
+    (docs/operations.md#metrics).
+
+    :ivar port: the port of ``run`` (0: any free one, logged); None: ``run`` serves none.
+    :ivar worker_port: the port of ``worker`` (its own, so both can run on one host);
+        None: workers serve none.
+    :ivar address: the address both listen on.
+    """
+
+    port: int | None = None
+    worker_port: int | None = None
+    address: str = DEFAULT_METRICS_ADDRESS
+
+
 @dataclass
 class Config:
     """A loaded config: the top-level settings, the integrations, the data as loaded."""
@@ -165,6 +189,7 @@ class Config:
     integrations: list[IntegrationConfig] = field(default_factory=list)
     celery: CeleryConfig = field(default_factory=CeleryConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     data: Mapping[str, Any] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
 
@@ -182,7 +207,7 @@ class Config:
 
     def check_sections(self, known: set[str]) -> None:
         """Reject top-level tables that no loaded plugin declares (typos like ``[smpt]``)."""
-        sections = known | {"store", "celery", "integration", "retention"}
+        sections = known | {"store", "celery", "integration", "retention", "metrics"}
         for key in sorted(set(self.data) - _TOP_KEYS - known):
             near = closest(key, sections)
             raise ConfigError(
@@ -348,17 +373,22 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     return config_from_dict(raw, file=file, base=path.parent, environ=environ)
 
 
+def _section(top: Options, name: str, file: str) -> Options:
+    """A top-level table of ours (``[celery]``, ...), read and checked like a component's."""
+    return Options(
+        top.table(name),
+        path=name,
+        file=file,
+        ignore=(),
+        parent=ParentTable("a top-level key", f"[{name}]", frozenset(_TOP_KEYS)),
+    )
+
+
 def _celery(top: Options, file: str) -> CeleryConfig:
     """``[celery]``, validated (its keys are checked like every component's)."""
     if "celery" not in top:
         return CeleryConfig()
-    opts = Options(
-        top.table("celery"),
-        path="celery",
-        file=file,
-        ignore=(),
-        parent=ParentTable("a top-level key", "[celery]", frozenset(_TOP_KEYS)),
-    )
+    opts = _section(top, "celery", file)
     url = opts.string("broker_url")
     if url is not None:
         scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
@@ -383,13 +413,7 @@ def _retention(top: Options, file: str, store_name: str) -> RetentionConfig:
     """``[retention]``, validated; present means enabled unless ``enabled = false``."""
     if "retention" not in top:
         return RetentionConfig()
-    opts = Options(
-        top.table("retention"),
-        path="retention",
-        file=file,
-        ignore=(),
-        parent=ParentTable("a top-level key", "[retention]", frozenset(_TOP_KEYS)),
-    )
+    opts = _section(top, "retention", file)
     enabled = opts.boolean("enabled", True)
     older_than = opts.raw("older_than")
     if older_than is not None:
@@ -405,6 +429,44 @@ def _retention(top: Options, file: str, store_name: str) -> RetentionConfig:
             "its events elsewhere (set enabled = false, or remove [retention])",
         )
     return RetentionConfig(enabled, older_than, every, orphans, batch)
+
+
+def _metrics(top: Options, file: str) -> MetricsConfig:
+    """``[metrics]``, validated; present means on unless ``enabled = false``."""
+    if "metrics" not in top:
+        return MetricsConfig()
+    opts = _section(top, "metrics", file)
+    enabled = opts.boolean("enabled", True)
+    port = opts.integer("port", None, min=0, max=65535)
+    worker_port = opts.integer("worker_port", None, min=0, max=65535)
+    address = opts.string("address", DEFAULT_METRICS_ADDRESS)
+    opts.finish()
+    check_listen_address(address, lambda why: opts.error("address", why))
+    if port is None and worker_port is None and enabled:
+        raise opts.error(
+            None,
+            "[metrics] needs port (for `run`) or worker_port (for `worker`), e.g. port = 9464",
+        )
+    if port is not None and port == worker_port and port != 0:
+        raise opts.error(
+            "worker_port",
+            f"`run` and `worker` cannot both listen on port {port} of one host; choose "
+            "another worker_port",
+        )
+    if not enabled:
+        return MetricsConfig(address=address)
+    return MetricsConfig(port, worker_port, address)
+
+
+def check_listen_address(address: str, error: Callable[[str], Exception]) -> None:
+    """An IP address (``127.0.0.1``, ``0.0.0.0``, ``::1``) or a host name, else ``error``."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        if not _HOSTNAME_RE.match(address) or len(address) > 253:
+            raise error(
+                f"expected an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name, got {address!r}"
+            ) from None
 
 
 def config_from_dict(
@@ -442,6 +504,7 @@ def config_from_dict(
 
     cfg.celery = _celery(top, file)
     cfg.retention = _retention(top, file, cfg.store_name)
+    cfg.metrics = _metrics(top, file)
 
     # Other top-level tables are shared sections of plugins (``[smtp]``, ``[s3]``, a
     # third party's); they are checked against the loaded plugins in Config.check_sections.

@@ -19,16 +19,21 @@ no overlap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from siem_plugins.config import Config, load_config
+from siem_plugins.endpoint import Readiness
 from siem_plugins.logs import log_stopped
 from siem_plugins.options import ConfigError
 from siem_plugins.signals import wait_for_stop
@@ -162,9 +167,15 @@ def make_app(
 
 
 def run_beat(
-    config_path: Path, *, interval: float | None, cycles: int | None, stop: threading.Event
+    config_path: Path,
+    *,
+    interval: float | None,
+    cycles: int | None,
+    stop: threading.Event,
+    readiness: Readiness | None = None,
 ) -> int:
-    """Enqueue one sync task per enabled integration every interval, until stopped."""
+    """Enqueue one sync task per enabled integration every interval, until stopped
+    (``readiness``: ready while it does)."""
     app = make_app(config_path)
     cfg = load_config(config_path)
     every = interval if interval is not None else cfg.interval
@@ -178,6 +189,8 @@ def run_beat(
     ticks = 0
     started = next_at = time.monotonic()
     with app.connection_for_write() as conn:
+        if readiness is not None:
+            readiness.ready()
         while not stop.is_set():
             for name in names:
                 app.send_task(TASK_NAME, args=[name], expires=every, connection=conn)
@@ -186,6 +199,8 @@ def run_beat(
                 break
             next_at += every
             wait_for_stop(stop, next_at - time.monotonic())
+    if readiness is not None:
+        readiness.not_ready("stopping")
     log.info(
         "stopped: %d ticks, %d tasks enqueued in %.0fs",
         ticks,
@@ -203,7 +218,11 @@ def run_worker(
     pool: str,
     loglevel: str,
     plugins_dir: Path | None = None,
+    metrics_at: tuple[str, int] | None = None,
 ) -> int:
+    """Run a Celery worker until it is stopped; with ``metrics_at`` (address, port) its
+    parent process serves the counters of all its pool processes, and ``/healthz`` and
+    ``/readyz`` (ready once Celery says the worker is, until it begins to shut down)."""
     counts = PassCounts()
     app = make_app(config_path, plugins_dir=plugins_dir, counts=counts)
     argv = [
@@ -219,9 +238,52 @@ def run_worker(
     ]
     started = time.monotonic()
     try:
-        app.worker_main(argv)
+        with contextlib.ExitStack() as stack:
+            if metrics_at is not None:
+                stack.enter_context(_worker_metrics(config_path, *metrics_at))
+            app.worker_main(argv)
     finally:
         passes, failures, skipped = counts.get()
         seconds = time.monotonic() - started
         log_stopped(log, passes=passes, failures=failures, skipped=skipped, seconds=seconds)
     return 0
+
+
+@contextlib.contextmanager
+def _worker_metrics(config_path: Path, address: str, port: int) -> Iterator[None]:
+    """The worker's endpoint: its pool processes count into files of a private folder
+    (made before Celery forks them), which the parent sums up at each scrape."""
+    from celery import signals
+
+    from siem_plugins.endpoint import endpoint
+    from siem_plugins.runtime import open_state_of
+
+    cfg = load_config(config_path)
+    readiness = Readiness()
+
+    def ready(**_: Any) -> None:
+        readiness.ready()
+
+    def stopping(**_: Any) -> None:
+        readiness.not_ready("stopping")
+
+    folder = Path(tempfile.mkdtemp(prefix="siem-metrics-"))
+    try:
+        with endpoint(
+            address=address,
+            port=port,
+            role="worker",
+            open_state=lambda: open_state_of(cfg),
+            close_state=True,
+            readiness=readiness,
+            multiprocess_dir=folder,
+        ):
+            signals.worker_ready.connect(ready, weak=False)
+            signals.worker_shutting_down.connect(stopping, weak=False)
+            try:
+                yield
+            finally:
+                signals.worker_ready.disconnect(ready)
+                signals.worker_shutting_down.disconnect(stopping)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -58,6 +58,7 @@ FIELDS = (
     "skipped",
     "ticks",
     "tasks",
+    "url",
 )
 
 _CONTEXT: ContextVar[dict[str, object] | None] = ContextVar("siem_log_context", default=None)
@@ -73,6 +74,11 @@ def log_context(**fields: object) -> Iterator[None]:
         yield
     finally:
         _CONTEXT.reset(token)
+
+
+def current_context() -> dict[str, object]:
+    """The fields :func:`log_context` gave this thread (or task): whose pass it is."""
+    return dict(_CONTEXT.get() or {})
 
 
 class _ContextFilter(logging.Filter):

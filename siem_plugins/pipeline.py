@@ -20,11 +20,13 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from siem_plugins import metrics
 from siem_plugins.compress import compressor
 from siem_plugins.events import Event, canonicalize
 from siem_plugins.health import measure_lag, problem_to_tell
@@ -193,20 +195,24 @@ class Pipeline:
             lock = self.rt.state.try_lock(integ.name, destination)
         except Exception as exc:
             self._failed(integ, destination, result, exc, "could not take the sync lock: ")
+            metrics.pass_ended(integ.name, destination, "failed", None)
             return result
         if lock is None:
             why = f"another process is syncing {integ.name}"
             result.skipped[destination] = why
             where = {"integration": integ.name, "destination": destination}
             log.info("%s: %s pass skipped: %s", integ.name, destination, why, extra=where)
+            metrics.pass_ended(integ.name, destination, "skipped", None)
             return result
         # Every line logged during the pass (ours, a plugin's, botocore's) says whose it is.
         with lock, log_context(integration=integ.name, destination=destination):
+            started = time.monotonic()
             objects, events, digests = len(result.objects), result.events, len(result.digests)
             try:
                 run_id = self.rt.state.run_started(integ.name, destination, worker_name())
             except Exception as exc:
                 self._failed(integ, destination, result, exc, "could not record the run: ")
+                metrics.pass_ended(integ.name, destination, "failed", time.monotonic() - started)
                 return result
             try:
                 step(integ, result, catch_up)
@@ -234,6 +240,8 @@ class Pipeline:
                     destination,
                     _one_line(exc),
                 )
+            outcome = "failed" if destination in result.errors else "ok"
+            metrics.pass_ended(integ.name, destination, outcome, time.monotonic() - started)
         return result
 
     def _tell_about_the_sink(self, integ: Integration) -> None:
@@ -254,6 +262,7 @@ class Pipeline:
             if problem is None:
                 return
             notify_problem(problem)
+            metrics.alert_sent(integ.name, recovered=problem.recovered)
             self.rt.state.set_alert(integ.name, SINK, sent=not problem.recovered)
         except Exception as exc:  # the digests matter more: this is tried again next pass
             log.warning(
@@ -330,6 +339,7 @@ class Pipeline:
                         "key": intent.key,
                     },
                 )
+                metrics.intent_replayed(integ.name, destination)
                 return intent
             log.warning(
                 "%s: the config changed since %s intent %d-%d was recorded (%s -> %s); "
@@ -389,6 +399,7 @@ class Pipeline:
             )
             result.objects.append(receipt)
             result.events += receipt.meta.count
+            metrics.object_written(integ.name, receipt.meta.count, receipt.size)
             self.rt.host.hooks.object_written(integration=integ.name, receipt=receipt)
             if not catch_up:
                 return
@@ -417,6 +428,7 @@ class Pipeline:
                     self._check_formatter(integ, bad.errors)
                     state.set_aside(integ.name, integ.config.account, bad.errors)
                     result.set_aside.update(bad.errors)
+                    metrics.events_set_aside(integ.name, len(bad.errors))
                     for event_id, error in sorted(bad.errors.items()):
                         log.error(
                             "%s: event %d set aside (see `siem-plugins dead-letters`): the "
@@ -622,6 +634,7 @@ class Pipeline:
             self.rt.state.complete(intent)
             if digest.total:
                 result.digests.append(digest)
+                metrics.digest_sent(integ.name, digest.total)
                 self.rt.host.hooks.notified(integration=integ.name, digest=digest)
             if not catch_up:
                 return

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
+from siem_plugins.endpoint import Readiness
 from siem_plugins.logs import log_stopped
 from siem_plugins.pipeline import Pipeline, SyncResult
 from siem_plugins.retention import RetentionJob
@@ -42,6 +43,8 @@ class Scheduler:
         self.rt = runtime
         self.interval = interval if interval is not None else runtime.config.interval
         self.stop = threading.Event()
+        #: Ready once the loop runs, not ready from the moment it stops (``/readyz``).
+        self.readiness = Readiness()
         self.pipeline = Pipeline(runtime, stop=self.stop)
         self._running: dict[tuple[str, str], Future[SyncResult]] = {}
         self._lock = threading.Lock()
@@ -150,6 +153,7 @@ class Scheduler:
         log.info("scheduler: %d integrations, every %.0fs", len(self.rt.enabled()), self.interval)
         retention = RetentionJob.start_for(self.rt.config, self.stop)
         next_at = time.monotonic()
+        self.readiness.ready()
         while not self.stop.is_set():
             self.tick()
             if max_cycles is not None and self.cycles >= max_cycles:
@@ -162,6 +166,7 @@ class Scheduler:
             retention.join()
 
     def shutdown(self, *, wait: bool = True) -> None:
+        self.readiness.not_ready("stopping")
         self.stop.set()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)

@@ -123,7 +123,7 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             "[smtp]",
             "[smpt]\nx = 1\n[smtp]",
             "smpt",
-            "unknown section [smpt]; known sections: celery, integration, retention, s3, smtp, store",
+            "unknown section [smpt]; known sections: celery, integration, metrics, retention, s3, smtp, store",
         ),
         (
             "port = 2525",
@@ -678,6 +678,48 @@ def test_the_celery_table_is_checked_like_any_other(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         load_config(write(tmp_path, BASE + table))
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[metrics]\nprot = 9464\n", "metrics.prot: unknown setting 'prot' (did you mean 'port'?)"),
+        ("[metrics]\nport = 70000\n", "metrics.port: must be at most 65535"),
+        ("[metrics]\nport = -1\n", "metrics.port: must be at least 0"),
+        ('[metrics]\nport = "9464"\n', "metrics.port: expected an integer"),
+        (
+            '[metrics]\nport = 9464\naddress = "not a host"\n',
+            "metrics.address: expected an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name",
+        ),
+        ('[metrics]\naddress = "0.0.0.0"\n', "metrics: [metrics] needs port (for `run`)"),
+        (
+            "[metrics]\nport = 9464\nworker_port = 9464\n",
+            "metrics.worker_port: `run` and `worker` cannot both listen on port 9464",
+        ),
+    ],
+    ids=["typo", "high", "negative", "type", "address", "no-port", "same-port"],
+)
+def test_the_metrics_table_is_checked_like_any_other(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE + table))
+    assert message in str(info.value)
+
+
+def test_the_metrics_table(tmp_path: Path) -> None:
+    plain = load_config(write(tmp_path, BASE))
+    assert (plain.metrics.port, plain.metrics.worker_port) == (None, None)
+    cfg = load_config(
+        write(tmp_path, BASE + '[metrics]\nport = 9464\nworker_port = 0\naddress = "::"\n')
+    )
+    assert (cfg.metrics.port, cfg.metrics.worker_port, cfg.metrics.address) == (9464, 0, "::")
+    off = load_config(write(tmp_path, BASE + "[metrics]\nenabled = false\nport = 9464\n"))
+    assert (off.metrics.port, off.metrics.worker_port) == (None, None)
+    named = load_config(
+        write(tmp_path, BASE + '[metrics]\nport = 1\naddress = "metrics.internal"\n')
+    )
+    assert named.metrics.address == "metrics.internal"
 
 
 def test_the_celery_table_is_parsed_in_the_config_layer(tmp_path: Path) -> None:

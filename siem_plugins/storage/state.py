@@ -48,6 +48,11 @@ class SQLState(Generic[C]):
     def close(self) -> None:
         self._dialect.close()
 
+    def ping(self) -> None:
+        """Raise unless the store answers a trivial read of its tables (health checks)."""
+        sql = "SELECT 1 FROM siem_cursor LIMIT 1"
+        self._dialect.run(lambda conn, retry: conn.execute(sql).fetchall())
+
     # ------------------------------------------------------------------ cursors, intents
 
     def cursor(self, integration: str, destination: str) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
-from siem_plugins import __version__
+from siem_plugins import __version__, metrics
 
 from .settings import S3Settings
 
@@ -63,4 +63,13 @@ def make_client(settings: S3Settings) -> S3Client:
         aws_session_token=token.reveal() if token is not None else None,
         config=Config(**config),
     )
+    client.meta.events.register("request-created.s3", _count_retries)
     return cast("S3Client", client)
+
+
+def _count_retries(request: Any, operation_name: str, **_: Any) -> None:
+    """botocore makes each attempt of a call anew; from the second on it is a retry
+    (``siem_request_retries_total``)."""
+    attempt = (getattr(request, "context", None) or {}).get("retries", {}).get("attempt", 1)
+    if attempt > 1:
+        metrics.count_retry("s3", operation_name)

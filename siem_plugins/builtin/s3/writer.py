@@ -22,6 +22,7 @@ publishes it. botocore's retry policy is the only retrying.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import threading
@@ -219,7 +220,9 @@ class S3ObjectWriter(ObjectWriter):
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(1, thread_name_prefix="siem-s3-upload")
         number = len(self._parts) + 1
+        # In the pass's context: the upload thread's log lines and retries are the pass's.
         self._in_flight = self._uploader.submit(
+            contextvars.copy_context().run,
             _upload_part,
             self._client,
             self.bucket,
