@@ -415,6 +415,8 @@ account = "acme"
 format = "json"
 sink = {{ {sink_table} }}
 notify = {{ events = ["exempt_all", "threat_detected", "config", "login_failed"], to = ["soc@acme.example"] }}
+[metrics]
+port = 0
 """)
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
@@ -432,6 +434,9 @@ notify = {{ events = ["exempt_all", "threat_detected", "config", "login_failed"]
             assert run.poll() is None, log.read_text()
             time.sleep(0.2)
             keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+        # The metrics endpoint works under the sandbox too (it listens and reads the store).
+        url = metrics_url(log)
+        assert b"siem_store_up 1.0" in wait_for_metric(url, b"siem_events_shipped_total")
         run.send_signal(signal.SIGTERM)  # the unit's KillSignal
         assert run.wait(timeout=60) == 0, log.read_text()
     finally:
@@ -449,6 +454,46 @@ notify = {{ events = ["exempt_all", "threat_detected", "config", "login_failed"]
     body = gzip.decompress(client.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read())
     assert [json.loads(line)["seq"] for line in body.splitlines()] == list(range(500))
     assert len(smtp_server.messages) == 1, text
+
+
+def metrics_url(log: Path) -> str:
+    found = re.search(r"metrics: serving (http://\S+)/metrics", log.read_text())
+    assert found, log.read_text()
+    return found.group(1)
+
+
+def wait_for_metric(url: str, needle: bytes, timeout: float = 30) -> bytes:
+    """The endpoint's /metrics, once it holds ``needle``."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read()
+        finally:
+            conn.close()
+        if needle in body or time.monotonic() > deadline:
+            assert needle in body, body.decode()[-2000:]
+            return body
+        time.sleep(0.2)
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.request("GET", parts.path)
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -488,7 +533,10 @@ def test_a_sandboxed_worker_finishes_its_task_when_the_unit_stops(
     slow = {"sink_type": "slow-s3", "sink": {"delay": 3.0}, "max_events": 10_000}
     write_config(cfg, pg_url, s3_server, REDIS, [("slowpoke", "b-slowpoke", slow)])
     # Tasks expire after one interval: long enough for a worker that is starting.
-    cfg.write_text(cfg.read_text().replace('interval = "1s"', 'interval = "1m"'))
+    cfg.write_text(
+        cfg.read_text().replace('interval = "1s"', 'interval = "1m"')
+        + "[metrics]\nworker_port = 0\n"
+    )
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen(
@@ -515,6 +563,14 @@ def test_a_sandboxed_worker_finishes_its_task_when_the_unit_stops(
         assert worker.poll() is None, log.read_text()
         time.sleep(0.1)
     assert runs and runs[0][3] is None, log.read_text()  # started, not finished
+    # A pool process counts the notifier pass into the worker's metrics folder (in the
+    # unit's private /tmp), and the parent serves it, all under the sandbox.
+    url = metrics_url(log)
+    wait_for_metric(
+        url,
+        b'siem_passes_total{destination="notifier",integration="slowpoke",outcome="ok"} 1.0',
+    )
+    assert get_json(f"{url}/readyz")[0] == 200
     time.sleep(0.5)
 
     stopped_at = time.time()
@@ -523,6 +579,12 @@ def test_a_sandboxed_worker_finishes_its_task_when_the_unit_stops(
         os.killpg(worker.pid, signal.SIGTERM)
     else:  # mixed, process: SIGTERM to the main process only
         os.kill(worker.pid, signal.SIGTERM)
+    # During the warm shutdown the worker says it takes no more work, and is still alive.
+    deadline = time.monotonic() + 5
+    while (ready := get_json(f"{url}/readyz"))[0] != 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready == (503, {**ready[1], "status": "not ready", "reason": "stopping"}), ready
+    assert get_json(f"{url}/healthz")[0] == 200
     assert worker.wait(timeout=timespan(value(unit, "Service", "TimeoutStopSec") or "90")) == 0, (
         log.read_text()
     )
