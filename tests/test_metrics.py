@@ -37,6 +37,7 @@ from siem_plugins.options import Options
 from siem_plugins.pipeline import Pipeline
 from siem_plugins.storage import NOTIFIER, SINK, PgState, PostgresStore, SQLiteStore
 from siem_plugins.testing.s3server import Faults, S3Server
+from siem_plugins.testing.smtpserver import SMTPServer
 from tests.helpers import ingest, integration, numbered, runtime
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -363,6 +364,46 @@ def test_failures_retries_replays_dead_letters_and_skips_are_counted(
             )
             == 3
         )
+    finally:
+        rt.close()
+
+
+def test_a_digest_the_relay_refused_is_sent_again_and_counted_so(
+    tmp_path: Path, smtp_server: SMTPServer, siem_events: Any, counting: Any
+) -> None:
+    """The email notifier does not retry within a pass: the next pass sends the digest
+    again (its pending intent), which is what siem_intents_replayed_total counts."""
+    store = SQLiteStore(tmp_path / "s.db")
+    events = siem_events(50)
+    ingest(store, "acme", events)
+    store.close()
+    notify = {
+        "type": "email",
+        "host": smtp_server.host,
+        "port": smtp_server.port,
+        "security": "none",
+        "from": "siem@example.com",
+        "to": ["soc@example.com"],
+        "events": ["config"],
+    }
+    rt = runtime(
+        tmp_path / "s.db",
+        [integration("acme", {"type": "local", "path": str(tmp_path / "o")}, notify=notify)],
+    )
+    try:
+        integ = rt.integrations[0]
+        smtp_server.fail_next(451, "try later", "DATA")
+        assert NOTIFIER in Pipeline(rt).sync(integ).errors
+        assert Pipeline(rt).sync(integ).ok
+        r = counting.get_sample_value
+        labels = {"integration": "acme", "destination": "notifier"}
+        assert r("siem_passes_total", {**labels, "outcome": "failed"}) == 1
+        assert r("siem_passes_total", {**labels, "outcome": "ok"}) == 1
+        assert r("siem_intents_replayed_total", labels) == 1
+        assert r("siem_digests_sent_total", {"integration": "acme"}) == 1
+        selected = sum(1 for e in events if e["log_type"] == "config")
+        assert r("siem_digest_events_total", {"integration": "acme"}) == selected
+        assert len(smtp_server.messages) == 1
     finally:
         rt.close()
 
