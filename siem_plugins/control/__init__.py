@@ -1,0 +1,1 @@
+"""The control plane: integrations stored as data, their secrets, API tokens."""
