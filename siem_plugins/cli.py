@@ -42,7 +42,7 @@ plugins: built-ins, installed packages (entry point group siem_plugins), then *.
   config file (none without a config file). Files and folders writable by group or others
   are refused. SIEM_DISABLED_PLUGINS=a,b skips plugins before import; SIEM_TRACE_PLUGINS=1
   logs every hook call.
-exit status: 0 ok; 1 a sync, check, ingest, prune or dead-letter replay failed (or another
+exit status: 0 ok; 1 a sync, check, ingest, prune, replay or dead-letter replay failed (or another
   process was syncing or pruning), a plugin failed to load, verify found a discrepancy, or
   status found an integration that needs attention; 2 bad usage or configuration.
 """
@@ -373,6 +373,129 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 failed += 1
             if outcome.receipt is None and not outcome.still_failing:
                 print(f"{integ.name}: nothing to replay")
+    return 1 if failed else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-ship a range of an integration's events without moving its cursors."""
+    from siem_plugins.replay import ReplayError
+
+    try:
+        return _replay(args)
+    except ReplayError as exc:
+        _tell(f"error: {exc}")
+        return 2
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from siem_plugins.events import point_in_time
+    from siem_plugins.pipeline import Pipeline
+    from siem_plugins.replay import (
+        ReplayError,
+        ReplayRunner,
+        describe_target,
+        new_job,
+        parse_settings,
+    )
+    from siem_plugins.storage import SINK, StateError
+
+    cfg = _config(args)
+    assert cfg is not None
+    with _runtime(args, cfg) as rt:
+        if args.action == "list":
+            names = args.integration or [None]
+            jobs = [j for n in names for j in rt.state.replay_jobs(n)]
+            if args.json:
+                print(json.dumps([dataclasses.asdict(j) for j in jobs], indent=2))
+                return 0
+            for j in jobs:
+                done = f"finished {j.finished}" if j.finished else "UNFINISHED"
+                where = describe_target(json.loads(j.target))
+                print(
+                    f"{j.integration}: job {j.job}: ids {j.first_id}-{j.last_id} to {where}; "
+                    f"{j.objects} objects, {j.events} events; {done}"
+                )
+            if not jobs:
+                print("no replay jobs")
+            return 0
+        pipeline = Pipeline(rt)
+        if args.action == "start":
+            if not args.integration or len(args.integration) != 1:
+                raise ReplayError("replay start: name one integration with -i NAME")
+            rt.config.integration(args.integration[0])  # an unknown name lists the known
+            integ = next(i for i in rt.integrations if i.name == args.integration[0])
+            since = until = None
+            try:
+                since = point_in_time(args.since) if args.since else None
+                until = point_in_time(args.until) if args.until else None
+            except ValueError as exc:
+                raise ReplayError(f"--since/--until: {exc}") from None
+            target: dict[str, Any] = {}
+            if args.to:
+                target["to"] = args.to
+            if args.set:
+                target["options"] = parse_settings(args.set)
+            job = new_job(
+                integ,
+                source=rt.source,
+                sink_cursor=rt.state.cursor(integ.name, SINK),
+                from_id=args.from_id,
+                to_id=args.to_id,
+                since=since,
+                until=until,
+                target=target,
+                name=args.job,
+            )
+            # Build the target now: a bad --set or --to fails before the job is recorded.
+            _, built = rt.retarget(integ, to=args.to, options=target.get("options"))
+            where = (built.describe() if built else None) or describe_target(target)
+            if built is not None:
+                built.close()
+            if args.dry_run:
+                print(
+                    f"{integ.name}: would replay ids {job.first_id}-{job.last_id} of account "
+                    f"{job.account} to {where} as job {job.job}"
+                )
+                return 0
+            try:
+                rt.state.create_replay(job)
+            except StateError as exc:
+                raise ReplayError(f"{exc}; choose another --job name") from None
+            jobs = [j for j in rt.state.replay_jobs(integ.name) if j.job == job.job]
+        else:  # resume
+            names = args.integration or [None]
+            jobs = [
+                j
+                for n in names
+                for j in rt.state.replay_jobs(n)
+                if j.finished is None and (args.job is None or j.job == args.job)
+            ]
+            if not jobs:
+                print("no unfinished replay jobs")
+                return 0
+        failed = 0
+        runner = ReplayRunner(pipeline)
+        for job in jobs:
+            outcome = runner.run(job)
+            for receipt in outcome.objects:
+                print(
+                    f"{job.integration}: job {job.job}: wrote {receipt.location} "
+                    f"({receipt.meta.count} events)"
+                )
+            if outcome.finished:
+                total = job.events + outcome.events
+                print(
+                    f"{job.integration}: job {job.job}: done: ids {job.first_id}-{job.last_id}, "
+                    f"{job.objects + len(outcome.objects)} objects, {total} events"
+                )
+                continue
+            failed += 1
+            why = outcome.skipped or outcome.error or "stopped by signal"
+            print(
+                f"{job.integration}: job {job.job}: NOT FINISHED: {why}; "
+                f"`siem-plugins replay resume --job {job.job}` continues it exactly where it "
+                "stopped"
+            )
     return 1 if failed else 0
 
 
@@ -1146,6 +1269,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
     p.set_defaults(func=cmd_dead_letters)
+
+    p = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="re-ship a range of events to a bucket or prefix, exactly once",
+        description="Re-ship a range of an integration's shipped events (by id, or by "
+        "event time) to its own sink, another integration's sink (--to) or its sink with "
+        "options changed (--set prefix=restore/), e.g. after a customer lost their "
+        "bucket. A job has a cursor of its own: the integration's cursors never move, "
+        "and every event of the range lands in exactly one object of the job, through "
+        "crashes (`replay resume` continues an unfinished job). `replay list` shows the "
+        "jobs.",
+        epilog="examples:\n"
+        "  siem-plugins replay start -i acme --since 2026-11-01 --until 2026-11-08\n"
+        "  siem-plugins replay start -i acme --from-id 1 --set bucket=acme-restore\n"
+        "  siem-plugins replay start -i acme --from-id 5000 --to-id 9000 --to acme-archive\n"
+        "  siem-plugins replay resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=("start", "resume", "list"))
+    p.add_argument(
+        "-i",
+        "--integration",
+        action="append",
+        metavar="NAME",
+        help="the integration (start: exactly one; resume, list: only these)",
+    )
+    p.add_argument("--from-id", type=int, metavar="N", help="first event id to replay")
+    p.add_argument(
+        "--to-id", type=int, metavar="M", help="last event id (default: the sink's cursor)"
+    )
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        help="events whose own time is at or after TIME (2026-11-01, or a date-time with a zone)",
+    )
+    p.add_argument("--until", metavar="TIME", help="... and before TIME (default: no bound)")
+    p.add_argument("--to", metavar="NAME", help="write through this integration's sink")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change a sink option for the job (repeatable): bucket=..., prefix=...; "
+        "secrets are refused (use --to)",
+    )
+    p.add_argument("--job", metavar="NAME", help="the job's name (default: the time now)")
+    p.add_argument("--dry-run", action="store_true", help="start: say what would be replayed")
+    p.add_argument("--json", action="store_true", help="list: machine-readable output")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
         "verify",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from siem_plugins.compress import COMPRESSIONS
-from siem_plugins.events import KNOWN_LOG_TYPES
+from siem_plugins.events import KNOWN_LOG_TYPES, point_in_time
 from siem_plugins.keys import InvalidAccount, check_account
 from siem_plugins.logs import LOG_FORMATS
 from siem_plugins.options import (
@@ -102,6 +102,9 @@ class IntegrationConfig:
     notify_table: Mapping[str, Any]
     #: The keys of the ``[[integration]]`` table itself (for the "move it above" hint).
     keys: frozenset[str] = frozenset()
+    #: Where a new integration's first sync starts: None (the whole history), ``"now"``
+    #: (events stored from then on), or a canonical event time (events from then on).
+    start_at: str | None = None
 
     @property
     def path(self) -> str:
@@ -589,6 +592,7 @@ def _integration(
         alert_after = None
     elif "alert_after" in opts:
         alert_after = parse_duration(opts.raw("alert_after"), opts, "alert_after")
+    start_at = parse_start_at(opts)
 
     if "format" not in table:
         raise opts.error(
@@ -648,7 +652,20 @@ def _integration(
         notifier_name=notify_name,
         notify_table=notify_table,
         keys=opts.used,
+        start_at=start_at,
     )
+
+
+def parse_start_at(opts: Options) -> str | None:
+    """``start_at``: ``"beginning"`` (the default: the whole stored history), ``"now"``,
+    or a date / date-time with a zone (events whose own time is from then on)."""
+    value = opts.raw("start_at", "beginning")
+    if value in ("beginning", "now"):
+        return None if value == "beginning" else "now"
+    try:
+        return point_in_time(value)
+    except ValueError as exc:
+        raise opts.error("start_at", f'{exc}; or "now", or "beginning" (the default)') from None
 
 
 def _missing(

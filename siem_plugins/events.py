@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -225,6 +225,38 @@ def canonical_timestamp(value: str) -> str:
         f"{parsed.year:04d}-{parsed.month:02d}-{parsed.day:02d}T{parsed.hour:02d}:"
         f"{parsed.minute:02d}:{parsed.second:02d}.{parsed.microsecond // 1000:03d}Z"
     )
+
+
+def point_in_time(value: Any) -> str:
+    """A point in time given by a person (``start_at``, ``--since``) as a canonical
+    timestamp, comparable with the events' own: an ISO 8601 date-time with a zone
+    (``2026-11-01T08:00:00+01:00``, ``...Z``), a TOML date-time with one, or a date alone
+    (``2026-11-01``: its midnight, UTC).
+
+    :raises ValueError: anything else, a date-time without a zone included (whose zone
+        would be a guess).
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{value.isoformat()} has no time zone: add Z or an offset")
+        value = value.isoformat()
+    elif isinstance(value, date):
+        value = f"{value.isoformat()}T00:00:00Z"
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date or a date-time, got {type(value).__name__}")
+    text = value.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        text += "T00:00:00Z"
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a date (2026-11-01) or a date-time with a zone "
+            "(2026-11-01T08:00:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone: add Z or an offset (+01:00)")
+    return canonical_timestamp(parsed.astimezone(UTC).isoformat(timespec="milliseconds"))
 
 
 def _out_of_range(value: str) -> TimestampRangeError:

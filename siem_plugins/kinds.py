@@ -90,6 +90,9 @@ class ObjectMeta:
     #: A ``siem-plugins dead-letters replay`` object: it holds only events other objects
     #: of its id range left out, so its range overlaps theirs on purpose.
     replay: bool = False
+    #: The ``siem-plugins replay`` job that wrote this object (a second copy of events
+    #: other objects hold: its range overlaps theirs on purpose); empty for the rest.
+    replay_job: str = ""
 
     def as_metadata(self) -> dict[str, str]:
         """User metadata for the object (S3 ``x-amz-meta-*``)."""
@@ -105,6 +108,8 @@ class ObjectMeta:
             metadata["siem-set-aside"] = str(self.set_aside)
         if self.replay:
             metadata["siem-replay"] = "1"
+        if self.replay_job:
+            metadata["siem-replay-job"] = self.replay_job
         return metadata
 
 

@@ -49,6 +49,7 @@ from siem_plugins.storage import (
     worker_name,
 )
 from siem_plugins.streaming import gc_paused, read_ahead
+from siem_plugins.timeline import start_cursor
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +354,8 @@ class Pipeline:
             )
             state.discard(intent)
         after = state.cursor(integ.name, destination)
+        if after == 0 and integ.config.start_at is not None:
+            after = self._start(integ, destination)
         rng = self.rt.source.plan(
             integ.config.account, after, max_events=max_events, max_bytes=max_bytes
         )
@@ -370,6 +373,27 @@ class Pipeline:
         )
         state.record(intent)
         return intent
+
+    def _start(self, integ: Integration, destination: str) -> int:
+        """The cursor of an integration with ``start_at`` that has never synced: both
+        destinations start where ``start_at`` says, set once, in one transaction (a
+        cursor that exists is never moved; ``after == 0`` may also be an empty account)."""
+        state = self.rt.state
+        if state.has_cursor(integ.name, destination):
+            return 0
+        at = integ.config.start_at
+        assert at is not None
+        cursor = start_cursor(self.rt.source, integ.config.account, at)
+        started = state.start_cursors(integ.name, dict.fromkeys(DESTINATIONS, cursor))
+        if started[destination] == cursor:
+            log.info(
+                "%s: first sync starts after event %d (start_at = %s)",
+                integ.name,
+                cursor,
+                at,
+                extra={"last_id": cursor},
+            )
+        return started[destination]
 
     def _sync_sink(self, integ: Integration, result: SyncResult, catch_up: bool) -> None:
         c = integ.config
@@ -404,8 +428,24 @@ class Pipeline:
             if not catch_up:
                 return
 
+    def write_intent(
+        self,
+        integ: Integration,
+        intent: Intent,
+        result: SyncResult | None = None,
+        *,
+        replay_job: str = "",
+    ) -> ObjectReceipt:
+        """Write the intent's object (dead letters left out; see :meth:`_write`)."""
+        return self._write(integ, intent, result, replay_job=replay_job)
+
     def _write(
-        self, integ: Integration, intent: Intent, result: SyncResult | None = None
+        self,
+        integ: Integration,
+        intent: Intent,
+        result: SyncResult | None = None,
+        *,
+        replay_job: str = "",
     ) -> ObjectReceipt:
         """Write the intent's object, leaving out its dead letters.
 
@@ -421,7 +461,7 @@ class Pipeline:
         raw = not aside  # the raw fast path has no ids: it cannot leave events out
         for _ in range(3):
             try:
-                return self._write_object(integ, intent, aside, raw=raw)
+                return self._write_object(integ, intent, aside, raw=raw, replay_job=replay_job)
             except _Unformattable as bad:
                 raw = False
                 if bad.errors:
@@ -460,7 +500,13 @@ class Pipeline:
             ) from exc
 
     def _write_object(
-        self, integ: Integration, intent: Intent, aside: frozenset[int], *, raw: bool
+        self,
+        integ: Integration,
+        intent: Intent,
+        aside: frozenset[int],
+        *,
+        raw: bool,
+        replay_job: str = "",
     ) -> ObjectReceipt:
         c = integ.config
         comp = compressor(c.compression, c.compression_level)
@@ -474,6 +520,7 @@ class Pipeline:
             content_type=integ.formatter.content_type,
             content_encoding=comp.content_encoding,
             set_aside=len(aside),
+            replay_job=replay_job,
         )
         seen = 0
         bad: dict[int, str] = {}

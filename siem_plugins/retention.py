@@ -7,7 +7,8 @@ enabled again, or synced by name). Even then it stays while
 
 - a dead letter refers to it (of any integration): it must stay replayable;
 - it lies in the range of a pending intent of one of those integrations (a sink or
-  notifier intent starts after its cursor anyway; a ``replay`` intent does not).
+  notifier intent starts after its cursor anyway; a ``replay`` intent does not);
+- an unfinished ``siem-plugins replay`` job has still to ship it.
 
 The events of an account that no integration ships are kept, unless asked for
 (``orphans``): an integration for it may be on its way. ``older_than`` spares the events
@@ -224,6 +225,11 @@ def plan(
                 intent = state.pending(name, destination)
                 if intent is not None:
                     intents.setdefault(account, []).append((intent.first_id, intent.last_id))
+    # What an unfinished replay job has still to ship stays (its cursor only grows).
+    for job in state.replay_jobs():
+        if job.finished is None:
+            after = state.cursor(job.integration, job.destination)
+            intents.setdefault(job.account, []).append((after + 1, job.last_id))
     # Every dead letter's event stays, whoever set it aside (ids are unique store-wide).
     dead = [(d.event_id, d.event_id) for d in state.dead_letters()]
     plans = []

@@ -8,6 +8,7 @@ state. The delivery protocol itself is :mod:`siem_plugins.pipeline`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -172,6 +173,31 @@ class Runtime:
             ),
         )
         return Integration(ic, fmt, sink, notifier)
+
+    def retarget(
+        self,
+        integ: Integration,
+        *,
+        to: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> tuple[Integration, Sink | None]:
+        """``integ`` writing elsewhere (``siem-plugins replay``): through integration
+        ``to``'s sink, and/or through a sink built from the sink table with ``options``
+        changed (validated like the config). Its account, formatter and notifier stay.
+        Also returns the sink built here (None if none was), which the caller closes."""
+        base = integ
+        if to is not None:
+            self.config.integration(to)  # raises for an unknown name, listing the known
+            base = next(i for i in self.integrations if i.name == to)
+        if not options:
+            return dataclasses.replace(integ, sink=base.sink), None
+        ic = base.config
+        table = {**ic.sink_table, **options}
+        sink = self.host.sink(
+            ic.sink_name,
+            self._options("sink", ic.sink_name, table, f"{ic.path}.sink", parent=ic.parent("sink")),
+        )
+        return dataclasses.replace(integ, sink=sink), sink
 
     def source_backlog(self, integ: Integration) -> int:
         """How many events the integration's sink has not shipped yet."""

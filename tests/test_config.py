@@ -729,3 +729,34 @@ def test_the_celery_table_is_parsed_in_the_config_layer(tmp_path: Path) -> None:
     assert (cfg.celery.broker_url, cfg.celery.queue) == ("amqp://guest@127.0.0.1//", "q1")
     plain = load_config(write(tmp_path, BASE))
     assert (plain.celery.broker_url, plain.celery.queue) == (None, "siem")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"beginning"', None),
+        ('"now"', "now"),
+        ("2026-11-01", "2026-11-01T00:00:00.000Z"),
+        ("2026-11-01T10:00:00+02:00", "2026-11-01T08:00:00.000Z"),
+        ('"2026-11-01T10:00:00Z"', "2026-11-01T10:00:00.000Z"),
+    ],
+)
+def test_start_at_takes_now_a_date_or_a_time_with_a_zone(
+    tmp_path: Path, value: str, expected: str | None
+) -> None:
+    text = BASE.replace('format = "json"', f'format = "json"\nstart_at = {value}')
+    assert load_config(write(tmp_path, text)).integrations[0].start_at == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-11-01T10:00:00", "has no time zone"),
+        ('"yesterday"', "is not a date"),
+        ("5", "expected a date or a date-time, got int"),
+    ],
+)
+def test_a_bad_start_at_is_located(tmp_path: Path, value: str, message: str) -> None:
+    text = BASE.replace('format = "json"', f'format = "json"\nstart_at = {value}')
+    with pytest.raises(ConfigError, match=rf"integration\[0\]\.start_at: .*{message}"):
+        load_config(write(tmp_path, text))

@@ -18,9 +18,11 @@ import pytest
 from siem_plugins.events import canonicalize
 from siem_plugins.kinds import Intent
 from siem_plugins.storage import (
+    NOTIFIER,
     REPLAY,
     SINK,
     EventStore,
+    ReplayJob,
     StateError,
     StateStore,
     is_postgres,
@@ -148,6 +150,43 @@ def test_cursor_and_intents_follow_the_protocol(url: str, state: StateStore) -> 
     (updated_second,) = query(url, "SELECT updated FROM siem_cursor")[0]
     assert updated_second > updated_first  # the upsert stamps the time of each advance
     assert state.cursors() == {("acme", SINK): 20}
+
+
+def test_start_cursors_set_only_missing_cursors(state: StateStore) -> None:
+    assert not state.has_cursor("acme", SINK)
+    assert state.start_cursors("acme", {SINK: 40, NOTIFIER: 40}) == {SINK: 40, NOTIFIER: 40}
+    assert state.has_cursor("acme", SINK) and state.cursor("acme", NOTIFIER) == 40
+    # A cursor that exists is never moved, back or forward.
+    assert state.start_cursors("acme", {SINK: 7, NOTIFIER: 90}) == {SINK: 40, NOTIFIER: 40}
+    state.record(Intent("acme", SINK, 41, 50, 10, "k", "2026-01-01T000000Z", "f"))
+    state.complete(Intent("acme", SINK, 41, 50, 10, "k", "2026-01-01T000000Z", "f"))
+    assert state.start_cursors("acme", {SINK: 0}) == {SINK: 50}
+
+
+def test_replay_jobs_have_a_cursor_of_their_own(state: StateStore) -> None:
+    state.record(Intent("acme", SINK, 1, 100, 100, "k", "2026-01-01T000000Z", "f"))
+    state.complete(Intent("acme", SINK, 1, 100, 100, "k", "2026-01-01T000000Z", "f"))
+    job = ReplayJob("acme", "j1", "acme", 11, 60, '{"to": "b"}', "2026-01-01T00:00:00.000Z",
+                    None, "", None, 0, 0)  # fmt: skip
+    state.create_replay(job)
+    with pytest.raises(StateError, match="already has a replay job named 'j1'"):
+        state.create_replay(job)
+    (listed,) = state.replay_jobs("acme")
+    assert (listed.first_id, listed.last_id, listed.target, listed.since) == (
+        11, 60, '{"to": "b"}', "2026-01-01T00:00:00.000Z"
+    )  # fmt: skip
+    assert listed.created and listed.finished is None and listed.destination == "replay:j1"
+    assert state.cursor("acme", "replay:j1") == 10
+    one = Intent("acme", "replay:j1", 11, 40, 30, "k1", "2026-01-01T000000Z", "f")
+    state.record(one)
+    state.replay_progress(listed, one, 30)
+    assert state.cursor("acme", "replay:j1") == 40 and state.pending("acme", "replay:j1") is None
+    assert state.cursor("acme", SINK) == 100  # the integration's cursor never moves
+    state.finish_replay(listed)
+    (done,) = state.replay_jobs()
+    assert (done.objects, done.events) == (1, 30) and done.finished is not None
+    assert not state.has_cursor("acme", "replay:j1")
+    assert state.replay_jobs("other") == []
 
 
 def test_the_run_log_records_start_end_and_counts(url: str, state: StateStore) -> None:

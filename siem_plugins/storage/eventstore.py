@@ -162,6 +162,24 @@ class SQLEventStore(ABC, Generic[C, W]):
         """The highest stored id (of one account); 0 if there is none."""
         return self._aggregate("max(id)", account)
 
+    def time_span(
+        self, account: str, since: str | None, until: str | None
+    ) -> tuple[int, int, int] | None:
+        """``(first id, last id, count)`` of the account's events whose own time is at
+        or after ``since`` and before ``until`` (canonical timestamps; None: unbounded);
+        None if there is none. Event time is not indexed: this reads the account's rows."""
+        sql = "SELECT min(id), max(id), count(*) FROM siem_event WHERE account=?"
+        params: tuple[str, ...] = (account,)
+        if since is not None:
+            sql += " AND ts>=?"
+            params += (since,)
+        if until is not None:
+            sql += " AND ts<?"
+            params += (until,)
+        sql = self._dialect.sql(sql)
+        lo, hi, n = self._dialect.run(lambda conn, retry: conn.execute(sql, params).fetchone())
+        return (int(lo), int(hi), int(n)) if n else None
+
     def accounts(self) -> list[str]:
         """Every account that has stored events, in order: one index seek per account
         (a loose index scan), not a scan of every event."""

@@ -128,6 +128,27 @@ CREATE TABLE IF NOT EXISTS siem_health (
 );
 """,
     ),
+    (
+        6,
+        "replay jobs (siem-plugins replay)",
+        """
+CREATE TABLE IF NOT EXISTS siem_replay (
+    integration text NOT NULL,
+    job         text NOT NULL,
+    account     text NOT NULL,
+    first_id    bigint NOT NULL,
+    last_id     bigint NOT NULL,
+    target      text NOT NULL,
+    since       text,
+    until       text,
+    created     timestamptz NOT NULL DEFAULT now(),
+    finished    timestamptz,
+    objects     integer NOT NULL DEFAULT 0,
+    events      bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (integration, job)
+);
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
@@ -156,7 +177,8 @@ CREATE TABLE IF NOT EXISTS siem_ingest (
 );
 """
 
-#: The SQLite state store's tables (cursors, dead letters, sync runs, health, intents).
+#: The SQLite state store's tables (cursors, dead letters, sync runs, health, intents,
+#: replay jobs).
 SQLITE_STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS siem_cursor (
     integration TEXT NOT NULL,
@@ -210,6 +232,21 @@ CREATE TABLE IF NOT EXISTS siem_intent (
     created     TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     PRIMARY KEY (integration, destination)
+);
+CREATE TABLE IF NOT EXISTS siem_replay (
+    integration TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    first_id    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    target      TEXT NOT NULL,
+    since       TEXT,
+    until       TEXT,
+    created     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    finished    TEXT,
+    objects     INTEGER NOT NULL DEFAULT 0,
+    events      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (integration, job)
 );
 """
 

@@ -34,6 +34,9 @@ DESTINATIONS = (SINK, NOTIFIER)
 #: The pseudo-destination of ``siem-plugins dead-letters replay``: its intents fix which
 #: set-aside events a replay object holds (it has no cursor of its own).
 REPLAY = "replay"
+#: The pseudo-destinations of ``siem-plugins replay`` jobs are ``replay:{job}``: each job
+#: has a cursor and an intent of its own, so it never moves the integration's cursors.
+REPLAY_JOB_PREFIX = "replay:"
 
 
 class StateError(RuntimeError):
@@ -88,6 +91,39 @@ class HealthRecord:
     last_error_code: str | None = None
     failing_since: str | None = None
     alert_sent_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayJob:
+    """A ``siem-plugins replay`` job: re-ship the ids ``first_id..last_id`` of an
+    integration's account to ``target``, exactly once, without moving its cursors.
+
+    :ivar job: the job's name, unique per integration.
+    :ivar target: where to (JSON): ``{"to": NAME}`` (another integration's sink) and/or
+        ``{"options": {...}}`` (the integration's own sink with these options changed).
+    :ivar since: the event-time window the ids were chosen for (canonical), if one was.
+    :ivar created: when the job was made (UTC, ISO 8601).
+    :ivar finished: when its last object was written (None: not yet).
+    :ivar objects: objects written so far; ``events``: events in them.
+    """
+
+    integration: str
+    job: str
+    account: str
+    first_id: int
+    last_id: int
+    target: str
+    since: str | None
+    until: str | None
+    created: str
+    finished: str | None
+    objects: int
+    events: int
+
+    @property
+    def destination(self) -> str:
+        """The job's pseudo-destination (its cursor, intent and sync lock)."""
+        return REPLAY_JOB_PREFIX + self.job
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +379,33 @@ class StateStore(Protocol):
     ) -> None:
         """A replay object is complete: drop its intent and the dead letters it shipped,
         and note the new error of those that failed again; one transaction."""
+        ...
+
+    def has_cursor(self, integration: str, destination: str) -> bool:
+        """Whether the destination has a cursor (it has shipped, or was started)."""
+        ...
+
+    def start_cursors(self, integration: str, cursors: Mapping[str, int]) -> dict[str, int]:
+        """Set the cursors of destinations that have none yet (an integration's first
+        sync with ``start_at``), in one transaction; the cursors in force afterwards."""
+        ...
+
+    def create_replay(self, job: ReplayJob) -> None:
+        """Record a new replay job and set its cursor to ``first_id - 1``, in one
+        transaction (:class:`StateError` if the integration has a job of that name)."""
+        ...
+
+    def replay_jobs(self, integration: str | None = None) -> list[ReplayJob]:
+        """The replay jobs (of one integration), oldest first."""
+        ...
+
+    def replay_progress(self, job: ReplayJob, intent: Intent, events: int) -> None:
+        """A replay job's object is complete: advance its cursor, drop the intent and
+        count the object, in one transaction."""
+        ...
+
+    def finish_replay(self, job: ReplayJob) -> None:
+        """A replay job has shipped its whole range: note when, and drop its cursor."""
         ...
 
     def ping(self) -> None:

@@ -26,6 +26,7 @@ from siem_plugins.storage.dialect import C, Dialect
 from siem_plugins.storage.protocols import (
     DeadLetter,
     HealthRecord,
+    ReplayJob,
     RunRecord,
     StateError,
     SyncLock,
@@ -128,30 +129,152 @@ class SQLState(Generic[C]):
 
         def op(conn: C, retry: bool) -> None:
             with d.transaction(conn):
-                deleted = conn.execute(
-                    d.sql(
-                        "DELETE FROM siem_intent WHERE integration=? AND destination=?"
-                        " AND first_id=? AND last_id=?"
-                    ),
-                    (intent.integration, intent.destination, intent.first_id, intent.last_id),
-                ).rowcount
-                if deleted != 1:
-                    key = (intent.integration, intent.destination)
-                    if retry and self._cursor(conn, *key) >= intent.last_id:
+                self._complete(conn, intent, retry)
+
+        d.run(op)
+
+    def _complete(self, conn: C, intent: Intent, retry: bool) -> bool:
+        """Drop the intent and move its cursor (inside the caller's transaction); False
+        when a first try had done it already and only its answer was lost."""
+        d = self._dialect
+        deleted = conn.execute(
+            d.sql(
+                "DELETE FROM siem_intent WHERE integration=? AND destination=?"
+                " AND first_id=? AND last_id=?"
+            ),
+            (intent.integration, intent.destination, intent.first_id, intent.last_id),
+        ).rowcount
+        if deleted != 1:
+            key = (intent.integration, intent.destination)
+            if retry and self._cursor(conn, *key) >= intent.last_id:
+                return False  # the first try committed; only its answer was lost
+            raise StateError(
+                f"no pending intent {intent.first_id}-{intent.last_id} for "
+                f"{intent.integration}/{intent.destination}"
+            )
+        # excluded.updated: the column's default, the time now.
+        conn.execute(
+            d.sql(
+                "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (?,?,?)"
+                " ON CONFLICT (integration, destination) DO UPDATE SET"
+                " last_id=excluded.last_id, updated=excluded.updated"
+            ),
+            (intent.integration, intent.destination, intent.last_id),
+        )
+        return True
+
+    def start_cursors(self, integration: str, cursors: Mapping[str, int]) -> dict[str, int]:
+        """Set the cursors of destinations that have none yet (``start_at``); the cursors
+        in force afterwards. A cursor that exists is never moved back or forward."""
+        d = self._dialect
+        insert = d.sql(
+            "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (?,?,?)"
+            " ON CONFLICT (integration, destination) DO NOTHING"
+        )
+
+        def op(conn: C, retry: bool) -> dict[str, int]:
+            with d.transaction(conn):
+                for destination, last_id in sorted(cursors.items()):
+                    conn.execute(insert, (integration, destination, last_id))
+                return {dest: self._cursor(conn, integration, dest) for dest in cursors}
+
+        return d.run(op)
+
+    def has_cursor(self, integration: str, destination: str) -> bool:
+        """Whether the destination has a cursor row (it has synced, or was started)."""
+        sql = self._dialect.sql(_SELECT_CURSOR)
+        return bool(
+            self._dialect.run(
+                lambda conn, retry: conn.execute(sql, (integration, destination)).fetchone()
+            )
+        )
+
+    # ------------------------------------------------------------------ replay jobs
+
+    def create_replay(self, job: ReplayJob) -> None:
+        d = self._dialect
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                try:
+                    with d.savepoint(conn):
+                        conn.execute(
+                            d.sql(
+                                "INSERT INTO siem_replay (integration, job, account, first_id,"
+                                " last_id, target, since, until) VALUES (?,?,?,?,?,?,?,?)"
+                            ),
+                            (
+                                job.integration,
+                                job.job,
+                                job.account,
+                                job.first_id,
+                                job.last_id,
+                                job.target,
+                                job.since,
+                                job.until,
+                            ),
+                        )
+                except d.unique_violation:
+                    if retry:
                         return  # the first try committed; only its answer was lost
                     raise StateError(
-                        f"no pending intent {intent.first_id}-{intent.last_id} for "
-                        f"{intent.integration}/{intent.destination}"
-                    )
-                # excluded.updated: the column's default, the time now.
+                        f"{job.integration} already has a replay job named {job.job!r}"
+                    ) from None
                 conn.execute(
                     d.sql(
-                        "INSERT INTO siem_cursor (integration, destination, last_id) VALUES (?,?,?)"
-                        " ON CONFLICT (integration, destination) DO UPDATE SET"
-                        " last_id=excluded.last_id, updated=excluded.updated"
+                        "INSERT INTO siem_cursor (integration, destination, last_id)"
+                        " VALUES (?,?,?) ON CONFLICT (integration, destination) DO UPDATE"
+                        " SET last_id=excluded.last_id"
                     ),
-                    (intent.integration, intent.destination, intent.last_id),
+                    (job.integration, job.destination, job.first_id - 1),
                 )
+
+        d.run(op)
+
+    def replay_jobs(self, integration: str | None = None) -> list[ReplayJob]:
+        d = self._dialect
+        sql = (
+            "SELECT integration, job, account, first_id, last_id, target, since, until,"  # noqa: S608 (dialect constants, no input)
+            f" {d.utc_text('created', ms=True)}, {d.utc_text('finished', ms=True)},"
+            " objects, events FROM siem_replay"
+        )
+        params: tuple[str, ...] = ()
+        if integration is not None:
+            sql += " WHERE integration=?"
+            params = (integration,)
+        sql = d.sql(sql + " ORDER BY created, integration, job")
+        rows = d.run(lambda conn, retry: conn.execute(sql, params).fetchall())
+        return [
+            ReplayJob(i, j, a, int(f), int(la), t, s, u, c, fin, int(o), int(e))
+            for i, j, a, f, la, t, s, u, c, fin, o, e in rows
+        ]
+
+    def replay_progress(self, job: ReplayJob, intent: Intent, events: int) -> None:
+        d = self._dialect
+        count = d.sql(
+            "UPDATE siem_replay SET objects=objects+1, events=events+? WHERE integration=?"
+            " AND job=?"
+        )
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                if self._complete(conn, intent, retry):
+                    conn.execute(count, (events, job.integration, job.job))
+
+        d.run(op)
+
+    def finish_replay(self, job: ReplayJob) -> None:
+        d = self._dialect
+        finish = d.sql(
+            f"UPDATE siem_replay SET finished={d.clock} WHERE integration=? AND job=?"  # noqa: S608 (dialect constants, no input)
+            " AND finished IS NULL"
+        )
+        drop = d.sql("DELETE FROM siem_cursor WHERE integration=? AND destination=?")
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                conn.execute(finish, (job.integration, job.job))
+                conn.execute(drop, (job.integration, job.destination))
 
         d.run(op)
 

@@ -211,6 +211,18 @@ class Verifier(DeepChecks):
                 [where],
             )
             return False
+        job = metadata.get("siem-replay-job")
+        if job:
+            self.note(
+                REPLAYED,
+                f"{where}: a second copy of ids {first}-{last}, written by replay job "
+                f"{job!r} (`siem-plugins replay list`); not part of the checks",
+                [where],
+                first_id=first,
+                last_id=last,
+                events=count,
+            )
+            return False
         (set_aside,) = _ints(metadata, "siem-set-aside") or [0]
         obj.count, obj.set_aside = count, set_aside
         obj.replay = metadata.get("siem-replay") == "1"
