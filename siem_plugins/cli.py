@@ -499,6 +499,150 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _actor(args: argparse.Namespace) -> Any:
+    """Who changes stored integrations from the command line: the operator (the OS user
+    on this host, unless --admin-name/--admin-email say otherwise)."""
+    import getpass
+    import socket
+
+    from siem_plugins.control.service import Actor
+
+    user = getpass.getuser()
+    name = args.admin_name or user
+    email = args.admin_email or f"{user}@{socket.gethostname()}"
+    return Actor(name, email, via="siem-plugins integrations")
+
+
+def _shown(document: Any, key: str = "") -> Any:
+    """A stored document for people: secrets as ``set``, access key ids shortened."""
+    from siem_plugins.control.secrets import last4
+    from siem_plugins.options import is_secret_key
+
+    if isinstance(document, dict):
+        return {k: _shown(v, k) for k, v in document.items()}
+    if isinstance(document, list):
+        return [_shown(v, key) for v in document]
+    if key and is_secret_key(key):
+        return "set" if document else "not set"
+    if key == "access_key_id" and isinstance(document, str):
+        return last4(document)
+    return document
+
+
+def _read_document(path: str) -> dict[str, Any]:
+    """One integration table from a JSON or TOML file (``-``: JSON on stdin)."""
+    import tomllib
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        data = json.loads(text) if path == "-" or path.endswith(".json") else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(
+            f"{path}: not valid {'JSON' if path.endswith('.json') else 'TOML'}: {exc}"
+        ) from None
+    tables = data.get("integration") if isinstance(data, dict) else None
+    if isinstance(tables, list) and len(tables) == 1 and len(data) == 1:
+        data = tables[0]
+    if not isinstance(data, dict) or isinstance(data.get("integration"), list):
+        raise UsageError(f"{path}: expected one integration table (or one [[integration]])")
+    return data
+
+
+def cmd_integrations(args: argparse.Namespace) -> int:
+    """The integrations kept as data (the settings API's), for the operator."""
+    from siem_plugins.control.service import SaveRefused, save
+    from siem_plugins.control.store import VersionConflict
+
+    cfg = _config(args)
+    assert cfg is not None
+    with _runtime(args, cfg) as rt:
+        control = rt.control
+        assert control is not None
+        if args.action == "list":
+            rows = control.list(args.account)
+            if args.json:
+                print(json.dumps([_shown(dataclasses.asdict(r)) for r in rows], indent=2))
+                return 0
+            for r in rows:
+                state = "enabled" if r.enabled else "disabled"
+                print(
+                    f"{r.name}: account {r.account}, version {r.version}, {state}, "
+                    f"updated {r.updated} by {r.updated_by}"
+                )
+            if not rows:
+                print("no stored integrations")
+            return 0
+        if not args.target:
+            raise UsageError(f"integrations {args.action}: name the integration (or the file)")
+        if args.action == "show":
+            found = control.get(args.target)
+            if found is None:
+                raise UsageError(f"no stored integration named {args.target!r}")
+            print(json.dumps(_shown(dataclasses.asdict(found)), indent=2))
+            return 0
+        if args.action == "delete":
+            if not control.delete(args.target):
+                raise UsageError(f"no stored integration named {args.target!r}")
+            print(f"{args.target}: deleted (its cursors stay: a new one of that name continues)")
+            return 0
+        try:
+            if args.action == "put":
+                document = _read_document(args.target)
+            else:  # enable, disable
+                found = control.get(args.target)
+                if found is None:
+                    raise UsageError(f"no stored integration named {args.target!r}")
+                document = {**found.document, "enabled": args.action == "enable"}
+                args.expect_version = found.version
+            saved = save(
+                rt,
+                document,
+                actor=_actor(args),
+                expected_version=args.expect_version,
+                probe_first=not args.no_probe,
+            )
+        except SaveRefused as exc:
+            for error in exc.errors:
+                print(f"refused: {error.field or 'integration'}: {error.message}", file=sys.stderr)
+            return 1
+        except VersionConflict as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+        state = "enabled" if saved.enabled else "disabled"
+        print(f"{saved.name}: saved as version {saved.version} ({state}, account {saved.account})")
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """Keys of the secrets kept in the store: make one, re-encrypt with the newest."""
+    from siem_plugins.control.secrets import SecretBox, SecretKeyError, generate_key
+
+    if args.action == "new-key":
+        print(generate_key())
+        return 0
+    cfg = _config(args)
+    assert cfg is not None
+    try:
+        box = SecretBox.from_environment()
+    except SecretKeyError as exc:
+        raise UsageError(str(exc)) from None
+    if box is None:
+        raise UsageError(
+            "no keys: set SIEM_SECRET_KEYS (or SIEM_SECRET_KEYS_FILE), the new key first"
+        )
+    from siem_plugins.control.store import open_control, store_url
+
+    control = open_control(store_url(cfg))
+    try:
+        rotated, current = control.reseal(box)
+    except SecretKeyError as exc:
+        raise UsageError(f"{exc}; nothing after the first such secret was changed") from None
+    finally:
+        control.close()
+    print(f"{rotated} secrets re-encrypted with the newest key, {current} were already")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Compare each integration's objects with the store (docs/delivery.md)."""
     from siem_plugins.verify import render, verify_integration
@@ -624,6 +768,20 @@ def _listen(args: argparse.Namespace, cfg: Config, role: str) -> tuple[str, int]
     return address, port
 
 
+def _all_integrations(cfg: Config) -> Callable[[], list[tuple[str, bool]]]:
+    """(name, enabled) of the config's integrations and those kept as data, read anew at
+    each call (a scrape): the beat's gauges follow the settings API's changes."""
+
+    def read() -> list[tuple[str, bool]]:
+        from siem_plugins.control.store import stored_integrations
+
+        out = [(i.name, i.enabled) for i in cfg.integrations]
+        taken = {n for n, _ in out}
+        return out + [(s.name, s.enabled) for s in stored_integrations(cfg) if s.name not in taken]
+
+    return read
+
+
 def _metrics_endpoint(
     args: argparse.Namespace,
     cfg: Config,
@@ -632,6 +790,7 @@ def _metrics_endpoint(
     readiness: Any,
     state: Any = None,
     interval: float | None = None,
+    integrations: Callable[[], list[tuple[str, bool]]] | None = None,
 ) -> contextlib.AbstractContextManager[Any]:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` while the block runs, if asked
     to (``--metrics-port`` or ``[metrics]``). ``state``: the runtime's state store, else
@@ -649,7 +808,7 @@ def _metrics_endpoint(
         open_state=(lambda: state) if state is not None else (lambda: open_state_of(cfg)),
         close_state=state is None,
         readiness=readiness,
-        watched=[Watched(i.name, i.enabled) for i in cfg.integrations],
+        watched=lambda: [Watched(n, e) for n, e in (integrations or _all_integrations(cfg))()],
         interval=interval if interval is not None else cfg.interval,
     )
 
@@ -693,7 +852,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         sched = Scheduler(rt, interval=interval)
         sched.install_signal_handlers()
         with _metrics_endpoint(
-            args, cfg, "run", readiness=sched.readiness, state=rt.state, interval=sched.interval
+            args,
+            cfg,
+            "run",
+            readiness=sched.readiness,
+            state=rt.state,
+            interval=sched.interval,
+            integrations=lambda: [(i.name, i.config.enabled) for i in rt.integrations],
         ):
             log.info(
                 "running %d integrations every %.0fs (Ctrl-C or SIGTERM stops cleanly)",
@@ -709,7 +874,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     (docs/deployment.md#retention)."""
     from siem_plugins.config import parse_duration
     from siem_plugins.options import Options
-    from siem_plugins.retention import DEFAULT_PAUSE, open_stores, prune, shippers_of
+    from siem_plugins.retention import DEFAULT_PAUSE, open_stores, prune, shippers_in
     from siem_plugins.signals import stop_on_signals
     from siem_plugins.storage import DEFAULT_URL
 
@@ -740,7 +905,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         report = prune(
             store,
             state,
-            shippers_of(cfg.integrations),
+            shippers_in(cfg),
             older_than=older_than,
             orphans=args.orphans or cfg.retention.orphans,
             dry_run=args.dry_run,
@@ -1318,6 +1483,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="start: say what would be replayed")
     p.add_argument("--json", action="store_true", help="list: machine-readable output")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "integrations",
+        parents=[common],
+        help="the integrations kept in the store (the settings API's)",
+        description="Integrations kept as data, beside those of the config file: what the "
+        "settings page and API save. `put FILE` saves one (a JSON or TOML table, validated "
+        "exactly like siem.toml, its destinations probed, its secrets encrypted with "
+        "SIEM_SECRET_KEYS); `run`, the Celery beat and the workers pick changes up at "
+        "their next tick. Secrets are never shown.",
+    )
+    p.add_argument("action", choices=("list", "show", "put", "enable", "disable", "delete"))
+    p.add_argument("target", nargs="?", metavar="NAME|FILE", help="the integration (put: a file)")
+    p.add_argument("--account", help="list: only this account's")
+    p.add_argument("--json", action="store_true", help="list: machine-readable output")
+    p.add_argument("--no-probe", action="store_true", help="put: save without probing")
+    p.add_argument(
+        "--expect-version",
+        type=int,
+        metavar="N",
+        help="put: refuse unless the stored version is N (0: it must be new)",
+    )
+    p.add_argument("--admin-name", help="who makes the change (default: this OS user)")
+    p.add_argument("--admin-email", help="their address (default: user@host)")
+    p.set_defaults(func=cmd_integrations)
+
+    p = sub.add_parser(
+        "secrets",
+        parents=[common],
+        help="make a key for stored secrets, or re-encrypt them with the newest",
+        description="Stored secrets (the AWS secret keys the settings API saves) are "
+        "encrypted with the keys in SIEM_SECRET_KEYS or SIEM_SECRET_KEYS_FILE, newest "
+        "first. To rotate: `secrets new-key`, put the new key first, keep the old ones "
+        "after it, restart, run `secrets rotate`, then drop the old keys.",
+    )
+    p.add_argument("action", choices=("new-key", "rotate"))
+    p.set_defaults(func=cmd_secrets)
 
     p = sub.add_parser(
         "verify",

@@ -539,6 +539,17 @@ def config_from_dict(
     return cfg
 
 
+def integration_from_table(
+    config: Config, table: Mapping[str, Any], *, file: str, index: int = 0
+) -> IntegrationConfig:
+    """One ``[[integration]]`` table validated exactly as ``siem.toml``'s are (the
+    settings API's path): errors are located ``integration[index].key.path``. The table
+    is taken as it is: no ``${ENV}`` interpolation (a customer's text must never read the
+    operator's environment)."""
+    known_types = config.log_types | {t for ts in KNOWN_LOG_TYPES.values() for t in ts}
+    return _integration(index, table, config.data, file, known_types)
+
+
 def _component(
     value: Any, path: str, file: str, what: str, default_type: str | None = None
 ) -> tuple[str, Mapping[str, Any]]:

@@ -143,9 +143,15 @@ def _unix(text: str | None) -> float | None:
 class HealthCollector:
     """The gauges, read from the health record at each scrape (one query)."""
 
-    def __init__(self, probe: StoreProbe, integrations: Sequence[Watched], interval: float):
+    def __init__(
+        self,
+        probe: StoreProbe,
+        integrations: Sequence[Watched] | Callable[[], Sequence[Watched]],
+        interval: float,
+    ):
         self.probe = probe
-        self.integrations = list(integrations)
+        #: The integrations, read at each scrape (they change with the settings API).
+        self.integrations = integrations if callable(integrations) else lambda: integrations
         self.interval = interval
 
     def describe(self) -> list[Any]:
@@ -172,7 +178,12 @@ class HealthCollector:
         by_key = {(r.integration, r.destination): r for r in records}
         thresholds = Thresholds.for_interval(self.interval)
         states = dict.fromkeys(("failing", "stale", "behind", "never run", "ok", "disabled"), 0)
-        for integ in self.integrations:
+        try:
+            watched = list(self.integrations())
+        except Exception as exc:  # the stored integrations could not be read
+            log.warning("metrics: the integrations could not be listed: %s", _one_line(exc))
+            watched = []
+        for integ in watched:
             for destination in DESTINATIONS:
                 record = by_key.get((integ.name, destination))
                 lag = None
@@ -398,7 +409,7 @@ def endpoint(
     open_state: Callable[[], StateStore],
     close_state: bool,
     readiness: Readiness,
-    watched: Sequence[Watched] | None = None,
+    watched: Sequence[Watched] | Callable[[], Sequence[Watched]] | None = None,
     interval: float = 300.0,
     multiprocess_dir: Path | None = None,
 ) -> Iterator[MetricsServer]:

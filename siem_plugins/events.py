@@ -94,6 +94,33 @@ KNOWN_LOG_TYPES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: What each known log type means, for people choosing the events that trigger an email
+#: (the settings page and ``GET /api/v1/event-types``).
+LOG_TYPE_DESCRIPTIONS: dict[str, str] = {
+    "added": "A device was added (the OPSWAT Client was installed on it)",
+    "removed": "A device was removed",
+    "exempt": "A device was exempted from compliance checks",
+    "exempt_all": "All devices were exempted, or a device for a period",
+    "unexempt": "A device's exemption was lifted",
+    "compliant": "A device became compliant",
+    "non_compliant": "A device became non-compliant",
+    "blocked": "A device was blocked from access",
+    "unblocked": "A device was unblocked",
+    "threat_detected": "A threat was detected on a device",
+    "vulnerability_detected": "A vulnerability was detected on a device",
+    "patch_installed": "A patch was installed on a device",
+    "config": "An administrator changed the settings (this page included)",
+    "login": "An administrator signed in",
+    "login_failed": "A sign-in failed",
+    "logout": "An administrator signed out",
+    "admin_added": "An administrator was added",
+    "admin_removed": "An administrator was removed",
+    "role_changed": "An administrator's role changed",
+    "policy_changed": "A policy changed",
+    "api_key_created": "An API key was created",
+    "api_key_revoked": "An API key was revoked",
+}
+
 #: Largest accepted input line (bytes, without the newline). Larger lines are rejected.
 MAX_RECORD_BYTES = 64 * 1024
 

@@ -118,6 +118,8 @@ def make_app(
     )
     runtime_holder: dict[str, Any] = {}
     lock = threading.Lock()
+    #: Integrations a task of this process is syncing (a reload must not close them).
+    in_use: list[Any] = []
 
     def runtime() -> Any:
         # Built in the process that runs tasks (after a prefork fork), once.
@@ -140,15 +142,28 @@ def make_app(
         from siem_plugins.storage import DESTINATIONS
 
         rt = runtime()
+        # Saved, changed or deleted through the settings API since the last task.
+        rt.refresh()
+        with lock:
+            rt.close_retired(list(in_use))
         integ = next((i for i in rt.integrations if i.name == integration), None)
         if integ is None:
             log.warning(
-                "no integration named %r in this worker's config (task ignored; is the "
-                "worker's config out of date?)",
+                "no integration named %r in this worker's config or store (task ignored; "
+                "deleted since it was enqueued, or the worker's config is out of date)",
                 integration,
             )
             return {"integration": integration, "status": "unknown"}
-        result = Pipeline(rt).sync(integ)
+        if not integ.config.enabled:
+            log.info("%s: disabled since it was enqueued; task ignored", integration)
+            return {"integration": integration, "status": "disabled"}
+        with lock:
+            in_use.append(integ)
+        try:
+            result = Pipeline(rt).sync(integ)
+        finally:
+            with lock:
+                in_use.remove(integ)
         if counts is not None:
             skipped = len(result.skipped)
             counts.add(len(DESTINATIONS) - skipped, len(result.errors), skipped)
@@ -179,21 +194,24 @@ def run_beat(
     app = make_app(config_path)
     cfg = load_config(config_path)
     every = interval if interval is not None else cfg.interval
-    names = [i.name for i in cfg.integrations if i.enabled]
+    stored = _StoredNames(cfg)
+    names = stored.enabled()
     log.info(
         "celery beat: %d integrations every %.0fs via %s",
         len(names),
         every,
         app.conf.broker_url.split("@")[-1],
     )
-    ticks = 0
+    ticks = tasks = 0
     started = next_at = time.monotonic()
     with app.connection_for_write() as conn:
         if readiness is not None:
             readiness.ready()
         while not stop.is_set():
+            names = stored.enabled()
             for name in names:
                 app.send_task(TASK_NAME, args=[name], expires=every, connection=conn)
+            tasks += len(names)
             ticks += 1
             if cycles is not None and ticks >= cycles:
                 break
@@ -201,14 +219,44 @@ def run_beat(
             wait_for_stop(stop, next_at - time.monotonic())
     if readiness is not None:
         readiness.not_ready("stopping")
+    stored.close()
     log.info(
         "stopped: %d ticks, %d tasks enqueued in %.0fs",
         ticks,
-        ticks * len(names),
+        tasks,
         time.monotonic() - started,
-        extra={"ticks": ticks, "tasks": ticks * len(names), "seconds": time.monotonic() - started},
+        extra={"ticks": ticks, "tasks": tasks, "seconds": time.monotonic() - started},
     )
     return 0
+
+
+class _StoredNames:
+    """The names the beat enqueues: the config's enabled integrations and those kept as
+    data, re-read when the control store's generation moved (one query a tick). The beat
+    needs no secret: it never builds a component."""
+
+    def __init__(self, cfg: Config) -> None:
+        from siem_plugins.control.store import open_control, store_url
+
+        self.from_config = [i.name for i in cfg.integrations if i.enabled]
+        self.control = open_control(store_url(cfg))
+        self.generation: int | None = None
+        self.names = list(self.from_config)
+
+    def enabled(self) -> list[str]:
+        try:
+            generation = self.control.generation()
+            if generation != self.generation:
+                taken = set(self.from_config)
+                kept = [s.name for s in self.control.list() if s.enabled and s.name not in taken]
+                self.names = [*self.from_config, *kept]
+                self.generation = generation
+        except Exception as exc:  # the store is down: enqueue what was known
+            log.warning("celery beat: could not read the stored integrations: %s", exc)
+        return self.names
+
+    def close(self) -> None:
+        self.control.close()
 
 
 def run_worker(

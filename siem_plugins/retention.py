@@ -31,9 +31,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from siem_plugins.config import Config, IntegrationConfig
+from siem_plugins.config import Config
 from siem_plugins.events import MIN_TIMESTAMP
 from siem_plugins.signals import SIGNAL_POLL
 from siem_plugins.storage import (
@@ -60,12 +60,30 @@ DEFAULT_BATCH = 5000
 DEFAULT_PAUSE = 0.11
 
 
-def shippers_of(integrations: Iterable[IntegrationConfig]) -> dict[str, tuple[str, ...]]:
+class Shipper(Protocol):
+    """An integration as retention sees it: a name and the account it ships (an
+    :class:`~siem_plugins.config.IntegrationConfig`, or one kept as data)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+
+
+def shippers_of(integrations: Iterable[Shipper]) -> dict[str, tuple[str, ...]]:
     """Account -> the names of the integrations that ship it, enabled or not."""
     out: dict[str, list[str]] = {}
     for integ in integrations:
         out.setdefault(integ.account, []).append(integ.name)
     return {account: tuple(names) for account, names in out.items()}
+
+
+def shippers_in(config: Config) -> dict[str, tuple[str, ...]]:
+    """Account -> the integrations that ship it: the config's and those kept as data
+    (the settings API's), enabled or not."""
+    from siem_plugins.control.store import stored_integrations
+
+    return shippers_of([*config.integrations, *stored_integrations(config)])
 
 
 def cutoff(older_than: float, now: datetime | None = None) -> str:
@@ -397,7 +415,7 @@ class RetentionJob:
             report = prune(
                 store,
                 state,
-                shippers_of(self.config.integrations),
+                shippers_in(self.config),
                 older_than=s.older_than,
                 orphans=s.orphans,
                 batch=s.batch,

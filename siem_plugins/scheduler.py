@@ -47,6 +47,8 @@ class Scheduler:
         self.readiness = Readiness()
         self.pipeline = Pipeline(runtime, stop=self.stop)
         self._running: dict[tuple[str, str], Future[SyncResult]] = {}
+        #: The integration object each running pass uses (a reload may replace it).
+        self._using: dict[tuple[str, str], Integration] = {}
         self._lock = threading.Lock()
         workers = max_workers or runtime.config.max_workers
         # A pool per destination: passes stuck on one kind of server (a tarpitting relay)
@@ -60,7 +62,13 @@ class Scheduler:
         self.passes = self.failures = self.skipped = 0
 
     def tick(self) -> list[Future[SyncResult]]:
-        """Start each enabled integration's passes that are not still running."""
+        """Pick up the integrations saved, changed or removed through the settings API
+        since the last tick, then start each enabled integration's passes that are not
+        still running."""
+        self.rt.refresh()
+        with self._lock:
+            busy = [self._using[key] for key, fut in self._running.items() if not fut.done()]
+        self.rt.close_retired(busy)
         started = []
         for integ in self.rt.enabled():
             for destination in DESTINATIONS:
@@ -77,6 +85,7 @@ class Scheduler:
                         continue
                     fut = self._pools[destination].submit(self._pass, integ, destination)
                     self._running[(integ.name, destination)] = fut
+                    self._using[(integ.name, destination)] = integ
                     started.append(fut)
         self.cycles += 1
         return started

@@ -149,6 +149,39 @@ CREATE TABLE IF NOT EXISTS siem_replay (
 );
 """,
     ),
+    (
+        7,
+        "integrations as data, their generation, API tokens (the control plane)",
+        """
+CREATE TABLE IF NOT EXISTS siem_integration (
+    name       text PRIMARY KEY,
+    account    text NOT NULL,
+    version    bigint NOT NULL,
+    enabled    boolean NOT NULL,
+    document   text NOT NULL,
+    created    timestamptz NOT NULL DEFAULT now(),
+    updated    timestamptz NOT NULL DEFAULT now(),
+    updated_by text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS siem_integration_account ON siem_integration (account);
+CREATE TABLE IF NOT EXISTS siem_generation (
+    id         integer PRIMARY KEY,
+    generation bigint NOT NULL
+);
+INSERT INTO siem_generation VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS siem_api_token (
+    id        text PRIMARY KEY,
+    digest    text NOT NULL,
+    account   text,
+    label     text NOT NULL,
+    admin_name  text NOT NULL,
+    admin_email text NOT NULL,
+    created   timestamptz NOT NULL DEFAULT now(),
+    last_used timestamptz,
+    revoked   timestamptz
+);
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
@@ -247,6 +280,37 @@ CREATE TABLE IF NOT EXISTS siem_replay (
     objects     INTEGER NOT NULL DEFAULT 0,
     events      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (integration, job)
+);
+"""
+
+#: The SQLite control plane's tables (integrations as data, their generation, API tokens).
+SQLITE_CONTROL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS siem_integration (
+    name       TEXT PRIMARY KEY,
+    account    TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    enabled    INTEGER NOT NULL,
+    document   TEXT NOT NULL,
+    created    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    updated    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    updated_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS siem_integration_account ON siem_integration (account);
+CREATE TABLE IF NOT EXISTS siem_generation (
+    id         INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL
+);
+INSERT INTO siem_generation VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS siem_api_token (
+    id        TEXT PRIMARY KEY,
+    digest    TEXT NOT NULL,
+    account   TEXT,
+    label     TEXT NOT NULL,
+    admin_name  TEXT NOT NULL,
+    admin_email TEXT NOT NULL,
+    created   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_used TEXT,
+    revoked   TEXT
 );
 """
 
