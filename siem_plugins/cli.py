@@ -643,6 +643,111 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """API tokens of the settings server: create (printed once), list, revoke."""
+    from siem_plugins.control import tokens
+    from siem_plugins.control.store import open_control, store_url
+    from siem_plugins.keys import InvalidAccount, check_account
+
+    cfg = _config(args)
+    assert cfg is not None
+    control = open_control(store_url(cfg))
+    try:
+        if args.action == "create":
+            if bool(args.account) == bool(args.operator):
+                raise UsageError("tokens create: give --account ACCOUNT, or --operator")
+            if args.account:
+                try:
+                    check_account(args.account)
+                except InvalidAccount as exc:
+                    raise UsageError(f"--account: {exc}") from None
+            if not args.admin_name or not args.admin_email:
+                raise UsageError(
+                    "tokens create: --admin-name and --admin-email say whose token it is "
+                    "(they sign the account's config events)"
+                )
+            for value in (args.admin_name, args.admin_email, args.label or ""):
+                if any(ord(c) < 32 or ord(c) == 127 for c in value) or len(value) > 200:
+                    raise UsageError("names, addresses and labels are one line of text")
+            made = tokens.new_token()
+            control.add_token(
+                made.id,
+                made.digest,
+                account=args.account,
+                label=args.label or "",
+                admin_name=args.admin_name,
+                admin_email=args.admin_email,
+            )
+            scope = f"account {args.account}" if args.account else "the operator (every account)"
+            print(made.text)
+            _tell(
+                f"token {made.id} for {scope}, {args.admin_name} <{args.admin_email}>; "
+                "it is shown this once: keep it now",
+                logging.INFO,
+            )
+            return 0
+        if args.action == "revoke":
+            if not args.id:
+                raise UsageError("tokens revoke: give the token's id (`tokens list`)")
+            if not control.revoke_token(args.id):
+                raise UsageError(f"no live token with id {args.id!r}")
+            print(f"token {args.id}: revoked")
+            return 0
+        rows = control.tokens(args.account)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {k: v for k, v in dataclasses.asdict(r).items() if k != "digest"}
+                        for r in rows
+                    ],
+                    indent=2,
+                )
+            )
+            return 0
+        for r in rows:
+            scope = f"account {r.account}" if r.account else "operator"
+            state = f"revoked {r.revoked}" if r.revoked else f"last used {r.last_used or 'never'}"
+            print(f"{r.id}: {scope}, {r.admin_name} <{r.admin_email}> {r.label}; {state}")
+        if not rows:
+            print("no tokens")
+        return 0
+    finally:
+        control.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The settings server: the API and the page."""
+    import socket
+
+    try:
+        from siem_plugins.web.app import create_app, serve
+        from siem_plugins.web.auth import session_secret
+    except ImportError as exc:
+        raise UsageError(
+            f"the settings server needs its extra: pip install 'siem-plugins[server]' ({exc})"
+        ) from None
+    cfg = _config(args)
+    assert cfg is not None
+    with _runtime(args, cfg) as rt:
+        secret, source = session_secret()
+        app = create_app(rt, session_secret=secret, secure_cookies=args.secure_cookies)
+        family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((args.address, args.port))
+        except OSError as exc:
+            sock.close()
+            raise UsageError(f"cannot listen on {args.address}:{args.port}: {exc}") from None
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("session cookies signed with a key from %s", source)
+        _tell(f"serving on http://{shown}:{port}", logging.INFO)
+        serve(app, sock=sock)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Compare each integration's objects with the store (docs/delivery.md)."""
     from siem_plugins.verify import render, verify_integration
@@ -1520,6 +1625,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=("new-key", "rotate"))
     p.set_defaults(func=cmd_secrets)
+
+    p = sub.add_parser(
+        "tokens",
+        parents=[common],
+        help="API tokens of the settings server",
+        description="Tokens for the settings API and page. An account's token touches only "
+        "that account; --operator makes one for every account. The token is printed once "
+        "and kept only as a SHA-256 digest; `revoke` ends it (and its page sessions) at "
+        "once.",
+    )
+    p.add_argument("action", choices=("create", "list", "revoke"))
+    p.add_argument("id", nargs="?", help="revoke: the token's id (from `tokens list`)")
+    p.add_argument("--account", help="create: the account it may touch; list: only its")
+    p.add_argument("--operator", action="store_true", help="create: a token for every account")
+    p.add_argument("--admin-name", help="create: whose token (named in config events)")
+    p.add_argument("--admin-email", help="create: their address")
+    p.add_argument("--label", help="create: a note (where it is used)")
+    p.add_argument("--json", action="store_true", help="list: machine-readable output")
+    p.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the settings API and page",
+        description="Serve the settings page (Settings > Integrations > SIEM Integration) "
+        "and its API (/api/v1, described at /openapi.json) until SIGTERM. Saves are "
+        "validated like siem.toml, probed, encrypted (SIEM_SECRET_KEYS) and picked up by "
+        "`run` at its next tick. Put it behind a TLS-terminating proxy and pass "
+        "--secure-cookies.",
+    )
+    p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
+    p.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (the page is reached over HTTPS)",
+    )
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "verify",

@@ -144,7 +144,11 @@ class Runtime:
             except Exception as exc:
                 log.warning("could not read the stored integrations: %s", _one_line(exc))
                 return False
-            self._reload(stored, generation)
+            try:
+                self._reload(stored, generation)
+            except Exception as exc:  # a bug: say it; the integrations in use stay
+                log.error("reloading the stored integrations failed: %s", _one_line(exc))
+                return False
             return True
 
     def _reload(self, stored: list[StoredIntegration], generation: int) -> None:
@@ -186,7 +190,8 @@ class Runtime:
                 changed += 1
         now = {i.name for i in kept}
         removed = [n for n in before if n not in now]
-        self._retired.extend(i for n, i in before.items() if i not in kept)
+        still = {id(i) for i in kept}
+        self._retired.extend(i for i in before.values() if id(i) not in still)
         self.integrations = [*from_config, *kept]
         if self._generation is not None:  # the first load is part of starting up
             log.info(

@@ -387,3 +387,81 @@ def test_a_worker_logs_what_its_processes_did_when_it_stops(
     # Another test's worker on this machine may hold an advisory lock: skipped, not lost.
     assert stop["passes"] + stop["skipped"] == 6 and stop["failures"] == 0, stop
     assert stop["passes"] >= 1
+
+
+def test_the_beat_and_the_workers_pick_up_stored_integrations_without_a_restart(
+    tmp_path: Path,
+    pg_url: str,
+    s3_server: S3Server,
+    siem_events: Any,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    """Integrations kept as data (the settings API's) reach a running fleet: the beat
+    enqueues them and a worker built before they existed syncs them; a disabled one is
+    no longer synced."""
+    import json
+
+    from siem_plugins.control.secrets import generate_key
+
+    key = generate_key()
+    env = {**os.environ, "SIEM_SECRET_KEYS": key}
+    s3_server.create_bucket("b-late")
+    store = PostgresStore(pg_url)
+    store.append("late", (canonicalize({**e, "seq": i}) for i, e in enumerate(siem_events(300))))
+    cfg = tmp_path / "siem.toml"
+    write_config(cfg, pg_url, s3_server, REDIS, [])
+    log = tmp_path / "fleet.log"
+    with open(log, "ab") as out:
+        for args in (
+            ["worker", "-c", str(cfg), "--pool", "threads", "--concurrency", "2"],
+            ["run", "--executor", "celery", "-c", str(cfg)],
+        ):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "siem_plugins", *args],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                )
+            )
+    time.sleep(3)  # both run, with no integration at all
+    doc = {
+        "name": "late",
+        "account": "late",
+        "format": "json",
+        "sink": {"type": "s3", "bucket": "b-late"},
+        "notify": {"type": "outbox", "path": str(tmp_path / "outbox"), "from": "s@example.com",
+                   "to": ["a@example.com"], "events": ["config"]},
+    }  # fmt: skip
+    (tmp_path / "late.json").write_text(json.dumps(doc))
+    put = [sys.executable, "-m", "siem_plugins", "integrations", "put", str(tmp_path / "late.json"),
+           "-c", str(cfg), "--no-probe"]  # fmt: skip
+    saved = subprocess.run(put, env=env, capture_output=True, text=True, timeout=60)
+    assert saved.returncode == 0, saved.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(lines(s3_server, "b-late")) < 301:
+        time.sleep(0.2)
+    got = lines(s3_server, "b-late")  # the 300, and the save's own config event
+    seqs = Counter(x.get("seq") for x in got)
+    assert len(got) == 301 and seqs[None] == 1, log.read_text()
+    assert sorted(s for s in seqs if s is not None) == list(range(300))
+    assert set(seqs.values()) == {1}
+    # Disabled: the beat stops enqueueing it (and a worker would ignore a queued task).
+    doc["enabled"] = False
+    (tmp_path / "late.json").write_text(json.dumps(doc))
+    assert subprocess.run(put, env=env, capture_output=True, timeout=60).returncode == 0
+    time.sleep(3)
+    store.append("late", [canonicalize({**siem_events(1)[0], "seq": 999})])
+    store.close()
+    time.sleep(4)
+    assert 999 not in {x.get("seq") for x in lines(s3_server, "b-late")}
+
+
+def lines(s3: S3Server, bucket: str) -> list[dict[str, Any]]:
+    client = s3.client()
+    out = []
+    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        out += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
+    return out

@@ -106,7 +106,7 @@ class SecretBox:
         the same key twice.
     """
 
-    __slots__ = ("_fernets", "_multi")
+    __slots__ = ("_fernets", "_multi", "_newest")
 
     def __init__(self, keys: Sequence[str], *, source: str = "the key list") -> None:
         if isinstance(keys, str):  # a str is a Sequence[str]: one character per "key"
@@ -135,6 +135,8 @@ class SecretBox:
             fernets.append(Fernet(key))
         self._fernets = fernets
         self._multi = MultiFernet(fernets)
+        #: The newest key's bytes, only for :meth:`derive` (never shown).
+        self._newest = _key_bytes(keys[0][1]) or b""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> SecretBox | None:
@@ -171,6 +173,15 @@ class SecretBox:
     def key_count(self) -> int:
         """How many keys it holds (the newest encrypts, all decrypt)."""
         return len(self._fernets)
+
+    def derive(self, purpose: str) -> str:
+        """A key for another purpose (signing session cookies), derived from the newest
+        key with HMAC-SHA256: every process with the same keys derives the same one, and
+        it reveals nothing about the key."""
+        import hashlib
+        import hmac
+
+        return hmac.new(self._newest, purpose.encode(), hashlib.sha256).hexdigest()
 
     def encrypt(self, plaintext: str) -> str:
         """``plaintext`` sealed with the newest key, as ``fernet:<token>``."""

@@ -14,6 +14,7 @@ so a form never has to show it to send it back.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from siem_plugins.control.secrets import SecretKeyError
 from siem_plugins.control.store import StoredIntegration, seal, unseal
 from siem_plugins.options import ConfigError, is_secret_key
 from siem_plugins.runtime import Integration, Runtime, close_parts
+
+log = logging.getLogger(__name__)
 
 _FIELD_RE = re.compile(r"^integration\[\d+\]\.?")
 
@@ -67,9 +70,16 @@ def field_of(error: ConfigError) -> str:
     return component if key == "type" else field
 
 
+#: What a read shows instead of a secret (``GET`` then ``PUT`` sends it back unchanged).
+SHOWN_SECRET = "set"  # noqa: S105 (a placeholder shown instead of a secret, not one)
+
+
 def keep_secrets(document: Mapping[str, Any], stored: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``document`` with each secret it leaves out or empty taken from ``stored`` (still
-    sealed): secrets are written, never read back."""
+    """``document`` with each secret it leaves out, leaves empty or sends back as it was
+    shown (``"set"``) taken from ``stored`` (still sealed): secrets are written, never
+    read back. An access key id sent back as it was shown (``AKIA…WXYZ``) is kept too."""
+    from siem_plugins.control.secrets import last4
+
     out = dict(document)
     if stored is None:
         return out
@@ -80,7 +90,9 @@ def keep_secrets(document: Mapping[str, Any], stored: Mapping[str, Any] | None) 
                 out[key] = keep_secrets(new, old)
             continue
         sealed = is_secret_key(key) and isinstance(old, str) and old.startswith(SEALED_PREFIX)
-        if sealed and (new is None or new == ""):
+        kept_secret = sealed and new in (None, "", SHOWN_SECRET)
+        shown_id = key == "access_key_id" and isinstance(old, str) and new == last4(old)
+        if kept_secret or shown_id:
             out[key] = old
     return out
 
@@ -153,7 +165,15 @@ def save(
     finally:
         close_parts(integ)
     if record_event:
-        record_config_event(rt, saved.account, actor)
+        try:
+            record_config_event(rt, saved.account, actor)
+        except Exception as exc:  # the save stands; say so rather than report a failure
+            log.error(
+                "%s: saved as version %d, but its config event could not be recorded: %s",
+                saved.name,
+                saved.version,
+                " ".join(str(exc).split()),
+            )
     return saved
 
 

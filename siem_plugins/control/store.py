@@ -14,7 +14,9 @@ version 7, ``siem-plugins store migrate``).
 
 from __future__ import annotations
 
+import builtins
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
@@ -34,6 +36,37 @@ class ControlError(RuntimeError):
 
 class VersionConflict(ControlError):
     """The integration changed since the version the caller read (someone else saved)."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: never the token itself, only its SHA-256 digest.
+
+    :ivar account: the account it may touch; None for an operator token (every account).
+    :ivar admin_name: the administrator it was made for (named in ``config`` events).
+    """
+
+    id: str
+    digest: str
+    account: str | None
+    label: str
+    admin_name: str
+    admin_email: str
+    created: str
+    last_used: str | None
+    revoked: str | None
+
+
+def integration_name(account: str) -> str:
+    """The name of an account's integration of the settings API: the account itself
+    when it is a valid integration name, else a stable name derived from it."""
+    import hashlib
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", account):
+        return account
+    digest = hashlib.sha256(account.encode()).hexdigest()[:16]
+    head = re.sub(r"[^A-Za-z0-9._-]", "-", account)[:40].strip("-._") or "account"
+    return f"{head}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -297,6 +330,85 @@ class ControlStore(Generic[C]):
             if d.run(op):
                 rotated += len(stale)
         return rotated, current
+
+    # ------------------------------------------------------------------ API tokens
+
+    def add_token(
+        self,
+        token_id: str,
+        digest: str,
+        *,
+        account: str | None,
+        label: str,
+        admin_name: str,
+        admin_email: str,
+    ) -> None:
+        d = self._dialect
+        sql = d.sql(
+            "INSERT INTO siem_api_token (id, digest, account, label, admin_name, admin_email)"
+            " VALUES (?,?,?,?,?,?)"
+        )
+        d.run(
+            lambda conn, retry: conn.execute(
+                sql, (token_id, digest, account, label, admin_name, admin_email)
+            )
+        )
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        rows = self._tokens("WHERE id=?", (token_id,))
+        return rows[0] if rows else None
+
+    def tokens(self, account: str | None = None) -> builtins.list[TokenRecord]:
+        if account is None:
+            return self._tokens("", ())
+        return self._tokens("WHERE account=?", (account,))
+
+    def _tokens(self, where: str, params: tuple[str, ...]) -> builtins.list[TokenRecord]:
+        d = self._dialect
+        sql = d.sql(
+            "SELECT id, digest, account, label, admin_name, admin_email,"  # noqa: S608 (dialect constants, no input)
+            f" {d.utc_text('created', ms=True)}, {d.utc_text('last_used', ms=True)},"
+            f" {d.utc_text('revoked', ms=True)} FROM siem_api_token {where} ORDER BY created, id"
+        )
+        rows = d.run(lambda conn, retry: conn.execute(sql, params).fetchall())
+        return [TokenRecord(*r) for r in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Revoke a token (for ever); False if there is no live token of that id."""
+        d = self._dialect
+        sql = d.sql(
+            f"UPDATE siem_api_token SET revoked={d.clock} WHERE id=? AND revoked IS NULL"  # noqa: S608 (dialect constants, no input)
+        )
+        return bool(d.run(lambda conn, retry: conn.execute(sql, (token_id,)).rowcount))
+
+    def touch_token(self, token_id: str) -> None:
+        d = self._dialect
+        sql = d.sql(f"UPDATE siem_api_token SET last_used={d.clock} WHERE id=?")  # noqa: S608 (dialect constants, no input)
+        d.run(lambda conn, retry: conn.execute(sql, (token_id,)))
+
+    # ------------------------------------------------------------------ page sessions
+
+    def end_session(self, sid: str, *, keep_s: float) -> None:
+        """Record that a page session signed out (its cookie, copied or not, is dead from
+        now on); forget the records older than ``keep_s``, when such cookies expire."""
+        d = self._dialect
+        from datetime import UTC, datetime, timedelta
+
+        insert = d.sql("INSERT INTO siem_web_logout (sid) VALUES (?) ON CONFLICT (sid) DO NOTHING")
+        forget = d.sql("DELETE FROM siem_web_logout WHERE ended < ?")
+        before = datetime.now(UTC) - timedelta(seconds=keep_s)
+        cutoff = before.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+        def op(conn: C, retry: bool) -> None:
+            with d.transaction(conn):
+                conn.execute(insert, (sid,))
+                conn.execute(forget, (cutoff,))
+
+        d.run(op)
+
+    def session_ended(self, sid: str) -> bool:
+        sql = self._dialect.sql("SELECT 1 FROM siem_web_logout WHERE sid=?")
+        return bool(self._dialect.run(lambda conn, retry: conn.execute(sql, (sid,)).fetchone()))
 
     def _bump(self, conn: C) -> None:
         conn.execute("UPDATE siem_generation SET generation=generation+1 WHERE id=1")

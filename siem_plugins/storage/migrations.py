@@ -182,6 +182,16 @@ CREATE TABLE IF NOT EXISTS siem_api_token (
 );
 """,
     ),
+    (
+        8,
+        "page sessions signed out (the settings page)",
+        """
+CREATE TABLE IF NOT EXISTS siem_web_logout (
+    sid   text PRIMARY KEY,
+    ended timestamptz NOT NULL DEFAULT now()
+);
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 assert INGEST_LOCK == 1579024385  # the literal inside siem_append_lock()
@@ -311,6 +321,10 @@ CREATE TABLE IF NOT EXISTS siem_api_token (
     created   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     last_used TEXT,
     revoked   TEXT
+);
+CREATE TABLE IF NOT EXISTS siem_web_logout (
+    sid   TEXT PRIMARY KEY,
+    ended TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 """
 
