@@ -9,6 +9,9 @@ canonical JSON without its braces (``"log_type":"config","details":...``). Frami
 * ``bare``: the body alone, exactly the documentation's lines.
 
 JSON escapes every control character, so no field can split a line.
+
+With ``event_id``, ``account`` or ``product`` on (:mod:`.added_fields`), the body ends
+with those fields, exactly as the ``json`` formatter's record does before its brace.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from siem_plugins import hookimpl
 from siem_plugins.events import Event
 from siem_plugins.kinds import FormatterBase, FormatterSpec
 from siem_plugins.options import Options
+
+from .added_fields import AddedFields
 
 FRAMINGS = ("rfc5424", "rfc3164", "bare")
 FACILITIES = {
@@ -76,8 +81,10 @@ class SyslogFormatter(FormatterBase):
         severity: int = 6,
         hostname: str = "-",
         app_name: str = "metadefender-it-access",
+        added: AddedFields | None = None,
     ) -> None:
         self.framing = framing
+        self.added = added if added is not None else AddedFields()
         self.pri = facility * 8 + severity
         self.hostname = hostname
         self.app_name = app_name
@@ -105,6 +112,7 @@ class SyslogFormatter(FormatterBase):
             severity=SEVERITIES[severity],
             hostname=hostname,
             app_name=app_name,
+            added=AddedFields.from_options(options),
         )
 
     def _msgid(self, log_type: str) -> bytes:
@@ -118,8 +126,17 @@ class SyslogFormatter(FormatterBase):
     def format(self, events: Sequence[Event]) -> bytes:
         if not events:
             return b""
+        lines = self._framed(events)
+        if self.added:
+            # The body is the last part of the line in every framing.
+            tail = self.added.tail
+            lines = [line + tail(e) for line, e in zip(lines, events, strict=True)]
+        return b"\n".join(lines) + b"\n"
+
+    def _framed(self, events: Sequence[Event]) -> list[bytes]:
+        """Each event's line, without its line break."""
         if self.framing == "bare":
-            return b"\n".join([e.raw[1:-1] for e in events]) + b"\n"
+            return [e.raw[1:-1] for e in events]
         # The header carries the event's own timestamp; one not in the canonical form
         # (stored by an older version, or by another writer) would make an invalid line.
         if any(len(e.timestamp) != _CANONICAL_TS_LEN for e in events):
@@ -129,7 +146,7 @@ class SyslogFormatter(FormatterBase):
             )
         if self.framing == "rfc5424":
             head, tail, msgid = self._head, self._tail5424, self._msgid
-            lines = [
+            return [
                 b"".join(
                     (
                         head,
@@ -143,13 +160,11 @@ class SyslogFormatter(FormatterBase):
                 )
                 for e in events
             ]
-            return b"\n".join(lines) + b"\n"
         host_tag = f" {self.hostname} {self.app_name}: ".encode()
-        lines = [
+        return [
             b"".join((self._head, _rfc3164_time(e.timestamp), host_tag, e.raw[1:-1]))
             for e in events
         ]
-        return b"\n".join(lines) + b"\n"
 
 
 def _rfc3164_time(ts: str) -> bytes:
