@@ -1272,7 +1272,27 @@ def cmd_check(args: argparse.Namespace) -> int:
                     print(f"  {label} {where}: FAILED: {exc}")
                 else:
                     print(f"  {label} {where}: ok")
+                    if label == "sink":
+                        _check_notifications(integ.sink)
     return 1 if failed else 0
+
+
+def _check_notifications(sink: object) -> None:
+    """For an ``s3`` sink, whether the bucket announces new objects (SQS-based SIEM
+    readers depend on it). Information only: it never fails ``check``."""
+    from siem_plugins.builtin.s3 import S3Sink, SinkError
+
+    if not isinstance(sink, S3Sink):
+        return
+    try:
+        found = sink.notifications()
+    except SinkError as exc:
+        if exc.code == "AccessDenied":
+            print("  notifications: unknown (s3:GetBucketNotification denied)")
+        else:
+            print(f"  notifications: unknown ({exc})")
+        return
+    print(f"  notifications: {found.describe(sink.prefix)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ Where moto departs from S3 in ways a sink's clean-up depends on, the middleware 
 answer as S3 does: ``ListMultipartUploads`` reports when each upload was really initiated
 (moto reports a fixed date in 2010), sorted by key and then by initiation time, and honours
 ``max-uploads`` with ``key-marker`` / ``upload-id-marker`` pagination (moto returns one
-page, whatever its size).
+page, whatever its size); and ``GetBucketNotificationConfiguration`` includes the
+``EventBridgeConfiguration`` a ``PutBucketNotificationConfiguration`` turned on (moto
+keeps it but leaves it out of its reply).
 
 Set ``SIEM_TEST_S3_ENDPOINT`` to run the same tests against an external S3-compatible
 endpoint instead (credentials from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` if
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import os
 import random
 import re
@@ -181,6 +184,8 @@ class Faults:
     # Server state rather than programming: kept by reset(), like moto's own uploads.
     _initiated: dict[str, float] = field(default_factory=dict)
     _page_size: int | None = None
+    # Buckets whose last notification configuration turned EventBridge on.
+    _event_bridge: set[str] = field(default_factory=set)
 
     def fail_next(
         self,
@@ -378,6 +383,30 @@ class Faults:
             return _upload_listing(body, parse_qs(query), initiated, page_size)
         return body
 
+    def _notification_put(self, bucket: str, request: bytes) -> None:
+        """Remember whether a ``PutBucketNotificationConfiguration`` turns EventBridge on."""
+        with self._lock:
+            if b"<EventBridgeConfiguration" in request:
+                self._event_bridge.add(bucket)
+            else:
+                self._event_bridge.discard(bucket)
+
+    def _notification_reply(self, bucket: str, body: bytes) -> bytes:
+        """moto's ``GetBucketNotificationConfiguration`` reply with EventBridge, as S3's."""
+        with self._lock:
+            on = bucket in self._event_bridge
+        if not on or b"<EventBridgeConfiguration" in body:
+            return body
+        end = body.rfind(b"</NotificationConfiguration>")
+        if end < 0:  # an empty configuration: <NotificationConfiguration/>
+            return re.sub(
+                rb"<NotificationConfiguration([^>]*)/>",
+                rb"<NotificationConfiguration\1><EventBridgeConfiguration/>"
+                rb"</NotificationConfiguration>",
+                body,
+            )
+        return body[:end] + b"<EventBridgeConfiguration/>" + body[end:]
+
 
 _UPLOAD = re.compile(rb"<Upload>.*?</Upload>", re.S)
 
@@ -479,6 +508,16 @@ class FaultMiddleware:
                 headers[name.replace("_", "-").lower()] = environ[name]
         op = s3_operation(method, path, parse_qs(query, keep_blank_values=True), headers)
         rule = self.faults._decide(method, op, path, query, headers)
+        bucket = path.lstrip("/").split("/", 1)[0]
+        if rule is None and op == "PutBucketNotification":
+            request = _read_body(environ)
+            environ["wsgi.input"] = io.BytesIO(request)
+            environ["CONTENT_LENGTH"] = str(len(request))
+            status, reply_headers, body = _call(self.app, environ)
+            if status.startswith("200"):
+                self.faults._notification_put(bucket, request)
+            start_response(status, reply_headers)
+            return [body]
         if rule is None and op not in _OBSERVED:
             return self.app(environ, start_response)
         if rule is None or rule.action in ("error-after", "reset-after"):
@@ -486,6 +525,8 @@ class FaultMiddleware:
             # when a fault was injected, thrown away.
             status, reply_headers, body = _call(self.app, environ)
             body = self.faults._observe(op, status, query, body)
+            if op == "GetBucketNotification" and status.startswith("200"):
+                body = self.faults._notification_reply(bucket, body)
             if rule is None:
                 reply_headers = [(k, v) for k, v in reply_headers if k.lower() != "content-length"]
                 start_response(status, [*reply_headers, ("Content-Length", str(len(body)))])
@@ -511,7 +552,7 @@ class FaultMiddleware:
 
 
 #: Operations whose replies the middleware reads (see Faults._observe).
-_OBSERVED = frozenset({"CreateMultipartUpload", "ListMultipartUploads"})
+_OBSERVED = frozenset({"CreateMultipartUpload", "ListMultipartUploads", "GetBucketNotification"})
 
 
 def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -533,6 +574,14 @@ def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, s
         if close is not None:
             close()
     return reply["status"], list(reply["headers"]), b"".join(chunks)
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    """The whole request body (small ones only: a bucket configuration)."""
+    stream = environ["wsgi.input"]
+    if environ.get("wsgi.input_terminated"):
+        return bytes(stream.read())
+    return bytes(stream.read(int(environ.get("CONTENT_LENGTH") or 0)))
 
 
 def _drain(environ: dict[str, Any]) -> None:

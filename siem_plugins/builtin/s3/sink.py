@@ -24,6 +24,7 @@ from siem_plugins.options import Options
 
 from .client import make_client
 from .errors import UNREACHABLE_CODES, SinkError, to_sink_error
+from .notifications import BucketNotifications
 from .settings import CONTROL, S3Settings
 from .writer import S3ObjectWriter
 
@@ -249,6 +250,19 @@ class S3Sink(SinkBase):
                     exc, location, secret=secret, doing="could not delete the probe object"
                 ),
             )
+
+    def notifications(self) -> BucketNotifications:
+        """The bucket's event notifications (SQS, SNS, Lambda, EventBridge): what an
+        SQS-based SIEM reader depends on. Read only; raises :class:`SinkError` (code
+        ``AccessDenied`` without ``s3:GetBucketNotification``)."""
+        location = f"s3://{self.bucket}"
+        try:
+            reply = self.client.get_bucket_notification_configuration(Bucket=self.bucket)
+        except Exception as exc:
+            raise to_sink_error(
+                exc, location, secret=self._secret(), doing="could not read its notifications"
+            ) from exc
+        return BucketNotifications.from_response(reply)
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
