@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ def test_an_event_with_a_field_of_the_same_name_is_refused_by_name() -> None:
         SyslogFormatter("bare", added=AddedFields(event_id=True)).format(
             to_events([{**base, "event_id": 1}])
         )
+    # A clash is found whatever follows it, even a nested field that ends like a
+    # record without unknown fields (which the formatter does not search).
+    tricky = {**base, "event_id": "x", "z": {"timestamp": "2022-07-15T08:55:12.279Z"}}
+    with pytest.raises(ValueError, match="'event_id'"):
+        JSONFormatter(AddedFields(event_id=True)).format(to_events([tricky]))
     # The same names nested, inside text or unused by the options are no clash.
     fine = to_events(
         [
@@ -305,3 +311,19 @@ def test_a_dead_letter_shipped_later_carries_the_id_it_would_have_had(
     )
     bare = SyslogFormatter("bare", added=AddedFields(event_id=True)).format([stored])
     assert s3.lines(PREFIX)[replays[0]] == bare.splitlines()
+
+
+def test_the_formats_page_shows_what_the_formatters_write() -> None:
+    """docs/formats.md's examples of the added fields, byte for byte (the config event
+    of the documentation's examples, stored as id 3 of account acme)."""
+    page = (Path(__file__).parents[1] / "docs" / "formats.md").read_text()
+    section = page[page.index("## Added fields") : page.index("## Reading the bucket")]
+    json_line, syslog_line = re.findall(r"```\n(.*?)\n```", section, re.S)
+    config = seed()[2]
+    assert config.id == 3 and config.log_type == "config"
+    assert json_line.encode() + b"\n" == JSONFormatter.from_options(Options(dict(ALL))).format(
+        [config]
+    )
+    full = SyslogFormatter.from_options(Options(dict(ALL))).format([config]).decode()
+    head, _, tail = syslog_line.partition(",...,")
+    assert full.startswith(head) and full.endswith(tail + "\n")
