@@ -75,8 +75,8 @@ class AddedFields:
         clash, raw = self._clash, event.raw
         # Canonical JSON has the known fields first, ``timestamp`` last of them, then the
         # event's unknown fields: a record that ends with its timestamp has no unknown
-        # field, so no clash, and is not searched (most events; the search is most of
-        # the cost of these fields).
+        # field, so no clash, and is not searched (most events; the search costs about
+        # as much as the id's hash).
         if (
             clash is not None
             and not (raw.endswith(b'"}') and raw[-40:-26] == b',"timestamp":"')
