@@ -273,3 +273,26 @@ def test_plugins_lists_both_with_a_description(shipper: Shipper) -> None:
     }
     assert provides[("formatter", "ocsf")].startswith("OCSF 1.1.0 JSON")
     assert provides[("formatter", "ecs")].startswith("Elastic Common Schema JSON")
+
+
+@pytest.mark.slow
+def test_the_formats_benchmark_runs_and_checks_its_output(tmp_path: Path) -> None:
+    """``python -m benchmarks.formats`` on a few hundred events, so it cannot rot: every
+    case ran and its output was read back (no timing is asserted)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.formats", "--events", "300", "--data-dir", str(data)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = [
+        line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")
+    ]
+    assert rows == ["format", "json", "ocsf", "ocsf-no-raw", "ecs", "ecs-no-original"]
+    assert "every output read back and checked" in proc.stdout

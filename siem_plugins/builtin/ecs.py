@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from siem_plugins import hookimpl
 from siem_plugins.builtin.eventid import event_id
 from siem_plugins.builtin.jsonrecords import dumps_line, fields_of
@@ -35,6 +37,9 @@ OBSERVER = {"vendor": "OPSWAT", "product": "MetaDefender IT Access"}
 #: The namespace of the fields ECS has no place for.
 NAMESPACE = "metadefender"
 _CANONICAL_TS_LEN = len("2022-07-15T08:55:12.279Z")
+# Constant objects, serialised once (orjson copies a Fragment's bytes as they are).
+_ECS = orjson.Fragment(orjson.dumps({"version": ECS_VERSION}))
+_OBSERVER = orjson.Fragment(orjson.dumps(OBSERVER))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,7 @@ class ECSFormatter(FormatterBase):
             event["original"] = e.raw.decode()
         out: dict[str, Any] = {
             "@timestamp": timestamp,
-            "ecs": {"version": ECS_VERSION},
+            "ecs": _ECS,
             "event": event,
             "message": f["details"],
         }
@@ -151,7 +156,7 @@ class ECSFormatter(FormatterBase):
             out["user"] = {"name": f["admin_name"], "email": f["admin_email"]}
             custom["event"] = f["event"]
         out["organization"] = {"id": e.account}
-        out["observer"] = OBSERVER
+        out["observer"] = _OBSERVER
         custom.update(extras)
         out[NAMESPACE] = custom
         return out

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from siem_plugins import hookimpl
 from siem_plugins.builtin.eventid import event_id
 from siem_plugins.builtin.jsonrecords import dumps_line, epoch_ms, fields_of
@@ -176,9 +178,10 @@ def fallback(etype: str, log_type: str) -> Mapping:
     )
 
 
-def _head(m: Mapping) -> dict[str, Any]:
-    """The constant start of every record of ``m``'s log type, in output order."""
-    return {
+def _head(m: Mapping) -> bytes:
+    """The constant start of every record of ``m``'s log type, serialised once: the
+    members from ``class_uid`` to ``severity``, in output order, without braces."""
+    head = {
         "class_uid": m.cls.uid,
         "class_name": m.cls.name,
         "category_uid": m.cls.category_uid,
@@ -190,6 +193,12 @@ def _head(m: Mapping) -> dict[str, Any]:
         "severity_id": m.severity_id,
         "severity": SEVERITIES[m.severity_id],
     }
+    return dumps_line(head)[1:-1]
+
+
+# Constant objects, serialised once (orjson copies a Fragment's bytes as they are).
+_PRODUCT = orjson.Fragment(orjson.dumps(PRODUCT))
+_SERVICE = orjson.Fragment(orjson.dumps({"name": PRODUCT["name"]}))
 
 
 class OCSFFormatter(FormatterBase):
@@ -200,7 +209,7 @@ class OCSFFormatter(FormatterBase):
 
     def __init__(self, *, raw_data: bool = True) -> None:
         self.raw_data = raw_data
-        self._heads: dict[tuple[str, str], tuple[Mapping, dict[str, Any]]] = {}
+        self._heads: dict[tuple[str, str], tuple[Mapping, bytes]] = {}
 
     @classmethod
     def from_options(cls, options: Options) -> OCSFFormatter:
@@ -212,7 +221,9 @@ class OCSFFormatter(FormatterBase):
         lines = []
         for e in events:
             try:
-                lines.append(dumps_line(self.record(e)))
+                m, head = self._mapping(e.type, e.log_type)
+                # The constant head, then the rest (its opening brace replaced by a comma).
+                lines.append(b"{%b,%b" % (head, dumps_line(self._rest(m, e))[1:]))
             except (KeyError, TypeError, ValueError) as exc:
                 reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise ValueError(
@@ -220,7 +231,7 @@ class OCSFFormatter(FormatterBase):
                 ) from exc
         return b"\n".join(lines) + b"\n"
 
-    def _mapping(self, etype: str, log_type: str) -> tuple[Mapping, dict[str, Any]]:
+    def _mapping(self, etype: str, log_type: str) -> tuple[Mapping, bytes]:
         found = self._heads.get((etype, log_type))
         if found is None:
             if etype not in (DEVICE, ACCOUNT):
@@ -229,14 +240,11 @@ class OCSFFormatter(FormatterBase):
             found = self._heads[(etype, log_type)] = (m, _head(m))
         return found
 
-    def record(self, e: Event) -> dict[str, Any]:
-        """The OCSF event of ``e`` (a dict in output order)."""
-        m, head = self._mapping(e.type, e.log_type)
+    def _rest(self, m: Mapping, e: Event) -> dict[str, Any]:
+        """The record of ``e`` after its constant head (a dict in output order)."""
         f, extras = fields_of(e.raw, e.type)
         eid = event_id(e.account, e.id)
-        out = dict(head)
-        out["time"] = epoch_ms(e.timestamp)
-        out["message"] = f["details"]
+        out: dict[str, Any] = {"time": epoch_ms(e.timestamp), "message": f["details"]}
         unmapped: dict[str, Any] = {}
         if e.type == DEVICE:
             unmapped["device_username"] = f["device_username"]
@@ -245,14 +253,14 @@ class OCSFFormatter(FormatterBase):
         self._specific(m, e, f, eid, out, unmapped)
         metadata: dict[str, Any] = {
             "version": OCSF_VERSION,
-            "product": PRODUCT,
+            "product": _PRODUCT,
             "uid": eid,
             "event_code": e.log_type,
             "log_name": e.type,
             "tenant_uid": e.account,
         }
         if m.profiles:
-            metadata["profiles"] = list(m.profiles)
+            metadata["profiles"] = m.profiles
         out["metadata"] = metadata
         unmapped.update(extras)
         out["unmapped"] = unmapped
@@ -296,7 +304,7 @@ class OCSFFormatter(FormatterBase):
         elif shape == Shape.SIGN_IN:
             out["status_id"] = m.detail["status_id"]
             out["status"] = m.detail["status"]
-            out["service"] = {"name": PRODUCT["name"]}
+            out["service"] = _SERVICE
             out["user"] = _admin(f, unmapped)
         else:  # Shape.USER
             out["user"] = _admin(f, unmapped)
