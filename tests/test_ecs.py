@@ -8,6 +8,7 @@ writes, with their ECS types, applied by ``jsonschema``."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -373,3 +374,25 @@ def test_options() -> None:
         build("formatter", "ecs", {"original": "sometimes"})
     with pytest.raises(ConfigError, match=r"unknown setting 'orignal'"):
         build("formatter", "ecs", {"orignal": False})
+
+
+# --------------------------------------------------------------------------- the docs
+
+
+def test_the_formats_page_shows_the_real_categories_and_output() -> None:
+    page = (GOLDEN.parents[2] / "docs" / "formats.md").read_text()
+    start = page.index("\n## ECS output\n")
+    section = page[start : page.index("\n## ", start + 1)]
+    documented = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`") or cells[1] == "(none)":
+            continue
+        values = [re.findall(r"`([a-z_]+)`", c) for c in cells]
+        for log_type in values[0]:
+            documented[log_type] = (values[1], values[2], values[3][0] if values[3] else None)
+    assert documented == {
+        t: (list(c.category), list(c.type), c.outcome) for t, c in CATEGORIES.items()
+    }
+    (example,) = re.findall(r"```json\n(.*?)```", section, re.S)
+    assert json.loads(example) == docs(ECSFormatter().format(seed_events()[2:3]))[0]

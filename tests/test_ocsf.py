@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import functools
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -406,3 +407,27 @@ def test_options() -> None:
         build("formatter", "ocsf", {"raw_data": "no way"})
     with pytest.raises(ConfigError, match=r"unknown setting 'raw'"):
         build("formatter", "ocsf", {"raw": False})
+
+
+# --------------------------------------------------------------------------- the docs
+
+
+def formats_page_section(title: str) -> str:
+    page = (GOLDEN.parents[2] / "docs" / "formats.md").read_text()
+    start = page.index(f"\n## {title}\n")
+    return page[start : page.index("\n## ", start + 1)]
+
+
+def test_the_formats_page_shows_the_real_mapping_and_output() -> None:
+    section = formats_page_section("OCSF output")
+    documented = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].startswith("`") or "(" not in cells[1]:
+            continue
+        numbers = [int(re.search(r"\((\d+)\)", c).group(1)) for c in cells[1:3]]  # type: ignore[union-attr]
+        for log_type in re.findall(r"`([a-z_]+)`", cells[0]):
+            documented[log_type] = (*numbers, int(cells[3].split()[0]))
+    assert documented == {t: (m.cls.uid, m.activity_id, m.severity_id) for t, m in MAPPINGS.items()}
+    (example,) = re.findall(r"```json\n(.*?)```", section, re.S)
+    assert json.loads(example) == records(OCSFFormatter().format(seed_events()[2:3]))[0]
