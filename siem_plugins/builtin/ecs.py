@@ -27,7 +27,7 @@ import orjson
 
 from siem_plugins import hookimpl
 from siem_plugins.builtin.eventid import event_id
-from siem_plugins.builtin.jsonrecords import dumps_line, fields_of
+from siem_plugins.builtin.jsonrecords import check_log_type, dumps_line, fields_of
 from siem_plugins.events import ACCOUNT, DEVICE, Event, canonical_timestamp
 from siem_plugins.kinds import FormatterBase, FormatterSpec
 from siem_plugins.options import Options
@@ -103,7 +103,7 @@ class ECSFormatter(FormatterBase):
         lines = []
         for e in events:
             try:
-                lines.append(dumps_line(self.record(e)))
+                lines.append(dumps_line(self.record(e), e.raw))
             except (KeyError, TypeError, ValueError) as exc:
                 reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise ValueError(
@@ -116,6 +116,7 @@ class ECSFormatter(FormatterBase):
         head = self._events.get(log_type)
         if head is None:
             head = {"kind": "event"}
+            check_log_type(log_type)
             cat = CATEGORIES.get(log_type)
             if cat is not None:
                 head["category"] = list(cat.category)

@@ -33,7 +33,7 @@ import orjson
 
 from siem_plugins import hookimpl
 from siem_plugins.builtin.eventid import event_id
-from siem_plugins.builtin.jsonrecords import dumps_line, epoch_ms, fields_of
+from siem_plugins.builtin.jsonrecords import check_log_type, dumps_line, epoch_ms, fields_of
 from siem_plugins.events import ACCOUNT, DEVICE, LOG_TYPE_DESCRIPTIONS, Event
 from siem_plugins.kinds import FormatterBase, FormatterSpec
 from siem_plugins.options import Options
@@ -193,7 +193,7 @@ def _head(m: Mapping) -> bytes:
         "severity_id": m.severity_id,
         "severity": SEVERITIES[m.severity_id],
     }
-    return dumps_line(head)[1:-1]
+    return orjson.dumps(head)[1:-1]  # ASCII: check_log_type
 
 
 # Constant objects, serialised once (orjson copies a Fragment's bytes as they are).
@@ -223,7 +223,7 @@ class OCSFFormatter(FormatterBase):
             try:
                 m, head = self._mapping(e.type, e.log_type)
                 # The constant head, then the rest (its opening brace replaced by a comma).
-                lines.append(b"{%b,%b" % (head, dumps_line(self._rest(m, e))[1:]))
+                lines.append(b"{%b,%b" % (head, dumps_line(self._rest(m, e), e.raw)[1:]))
             except (KeyError, TypeError, ValueError) as exc:
                 reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise ValueError(
@@ -236,6 +236,7 @@ class OCSFFormatter(FormatterBase):
         if found is None:
             if etype not in (DEVICE, ACCOUNT):
                 raise ValueError(f"unknown event type {etype!r}")
+            check_log_type(log_type)
             m = MAPPINGS.get(log_type) or fallback(etype, log_type)
             found = self._heads[(etype, log_type)] = (m, _head(m))
         return found
