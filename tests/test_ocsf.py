@@ -433,16 +433,6 @@ def test_the_formats_page_shows_the_real_mapping_and_output() -> None:
     assert json.loads(example) == records(OCSFFormatter().format(seed_events()[2:3]))[0]
 
 
-@pytest.mark.parametrize("raw_data", [True, False])
-def test_line_separators_stored_unescaped_are_escaped_too(raw_data: bool) -> None:
-    """Bytes another writer stored with U+2028 / U+0085 as they are still give one line."""
-    good = seed_events()[0]
-    raw = good.raw.replace(b"Cuong Ba was", "Cuong\u2028Ba\u0085was".encode())
-    out = OCSFFormatter(raw_data=raw_data).format([good._replace(raw=raw)])
-    assert len(out.decode().splitlines()) == 1 and b"\\u2028" in out and b"\\u0085" in out
-    assert json.loads(out)["message"].startswith("Device Cuong\u2028Ba\u0085was")
-
-
 def test_a_log_type_that_is_not_a_word_is_refused() -> None:
     e = seed_events()[0]._replace(log_type="exempt\u2028all")
     with pytest.raises(ValueError, match=r"invalid log type 'exempt\\u2028all'"):

@@ -180,7 +180,8 @@ def fallback(etype: str, log_type: str) -> Mapping:
 
 def _head(m: Mapping) -> bytes:
     """The constant start of every record of ``m``'s log type, serialised once: the
-    members from ``class_uid`` to ``severity``, in output order, without braces."""
+    opening brace and the members from ``class_uid`` to ``severity``, in output order,
+    and the comma after them."""
     head = {
         "class_uid": m.cls.uid,
         "class_name": m.cls.name,
@@ -193,7 +194,7 @@ def _head(m: Mapping) -> bytes:
         "severity_id": m.severity_id,
         "severity": SEVERITIES[m.severity_id],
     }
-    return orjson.dumps(head)[1:-1]  # ASCII: check_log_type
+    return b"{" + orjson.dumps(head)[1:-1] + b","  # ASCII: check_log_type
 
 
 # Constant objects, serialised once (orjson copies a Fragment's bytes as they are).
@@ -218,18 +219,19 @@ class OCSFFormatter(FormatterBase):
     def format(self, events: Sequence[Event]) -> bytes:
         if not events:
             return b""
-        lines = []
+        parts: list[bytes | memoryview] = []
         for e in events:
             try:
                 m, head = self._mapping(e.type, e.log_type)
-                # The constant head, then the rest (its opening brace replaced by a comma).
-                lines.append(b"{%b,%b" % (head, dumps_line(self._rest(m, e), e.raw)[1:]))
+                rest = dumps_line(self._rest(m, e), e.raw)
+                # "{" + the constant head + "," then the rest without its "{": joined once.
+                parts += (head, memoryview(rest)[1:], b"\n")
             except (KeyError, TypeError, ValueError) as exc:
                 reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise ValueError(
                     f"event {e.id} ({e.log_type}): cannot write it as OCSF: {reason}"
                 ) from exc
-        return b"\n".join(lines) + b"\n"
+        return b"".join(parts)
 
     def _mapping(self, etype: str, log_type: str) -> tuple[Mapping, bytes]:
         found = self._heads.get((etype, log_type))
