@@ -77,7 +77,7 @@ class Shape(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Mapping:
+class ClassMapping:
     """How events of one log type become OCSF events: class, activity, severity, and the
     shape of the class-specific part with its constants (``detail``)."""
 
@@ -95,14 +95,16 @@ class Mapping:
         return self.cls.uid * 100 + self.activity_id
 
 
-def _entity(activity_id: int, name: str, severity: int = 1) -> Mapping:
-    return Mapping(
+def _entity(activity_id: int, name: str, severity: int = 1) -> ClassMapping:
+    return ClassMapping(
         ENTITY_MANAGEMENT, activity_id, name, severity, Shape.DEVICE_ENTITY, {}, ("host",)
     )
 
 
-def _admin_entity(activity_id: int, name: str, entity: dict[str, str], severity: int) -> Mapping:
-    return Mapping(
+def _admin_entity(
+    activity_id: int, name: str, entity: dict[str, str], severity: int
+) -> ClassMapping:
+    return ClassMapping(
         ENTITY_MANAGEMENT, activity_id, name, severity, Shape.ADMIN_ENTITY, entity, ("host",)
     )
 
@@ -112,7 +114,7 @@ _POLICY = {"name": "Policy", "type": "Policy"}
 _API_KEY = {"name": "API key", "type": "API Key"}
 
 #: Every known log type's OCSF class and activity (docs/formats.md has this table).
-MAPPINGS: dict[str, Mapping] = {
+MAPPINGS: dict[str, ClassMapping] = {
     # Device events
     "added": _entity(1, "Create"),
     "removed": _entity(4, "Delete"),
@@ -121,7 +123,7 @@ MAPPINGS: dict[str, Mapping] = {
     "unexempt": _entity(3, "Update"),
     "blocked": _entity(3, "Update", 2),
     "unblocked": _entity(3, "Update"),
-    "compliant": Mapping(
+    "compliant": ClassMapping(
         COMPLIANCE_FINDING,
         1,
         "Create",
@@ -130,7 +132,7 @@ MAPPINGS: dict[str, Mapping] = {
         {"status_id": 1, "status": "Pass"},
         ("host",),
     ),
-    "non_compliant": Mapping(
+    "non_compliant": ClassMapping(
         COMPLIANCE_FINDING,
         1,
         "Create",
@@ -139,46 +141,46 @@ MAPPINGS: dict[str, Mapping] = {
         {"status_id": 3, "status": "Fail"},
         ("host",),
     ),
-    "threat_detected": Mapping(
+    "threat_detected": ClassMapping(
         DETECTION_FINDING, 1, "Create", 4, Shape.DETECTION, {"types": ["Threat"]}, ("host",)
     ),
-    "vulnerability_detected": Mapping(
+    "vulnerability_detected": ClassMapping(
         DETECTION_FINDING, 1, "Create", 3, Shape.DETECTION, {"types": ["Vulnerability"]}, ("host",)
     ),
-    "patch_installed": Mapping(DEVICE_CONFIG_STATE_CHANGE, 1, "Log", 1, Shape.DEVICE_STATE),
+    "patch_installed": ClassMapping(DEVICE_CONFIG_STATE_CHANGE, 1, "Log", 1, Shape.DEVICE_STATE),
     # Account events
     "config": _admin_entity(3, "Update", _SETTINGS, 1),
     "policy_changed": _admin_entity(3, "Update", _POLICY, 2),
     "api_key_created": _admin_entity(1, "Create", _API_KEY, 2),
     "api_key_revoked": _admin_entity(4, "Delete", _API_KEY, 1),
-    "login": Mapping(
+    "login": ClassMapping(
         AUTHENTICATION, 1, "Logon", 1, Shape.SIGN_IN, {"status_id": 1, "status": "Success"}
     ),
-    "login_failed": Mapping(
+    "login_failed": ClassMapping(
         AUTHENTICATION, 1, "Logon", 2, Shape.SIGN_IN, {"status_id": 2, "status": "Failure"}
     ),
-    "logout": Mapping(
+    "logout": ClassMapping(
         AUTHENTICATION, 2, "Logoff", 1, Shape.SIGN_IN, {"status_id": 1, "status": "Success"}
     ),
-    "admin_added": Mapping(ACCOUNT_CHANGE, 1, "Create", 2, Shape.USER),
-    "admin_removed": Mapping(ACCOUNT_CHANGE, 6, "Delete", 2, Shape.USER),
+    "admin_added": ClassMapping(ACCOUNT_CHANGE, 1, "Create", 2, Shape.USER),
+    "admin_removed": ClassMapping(ACCOUNT_CHANGE, 6, "Delete", 2, Shape.USER),
     # Account Change has no activity for a role; "Other" with the log type as its name.
-    "role_changed": Mapping(ACCOUNT_CHANGE, 99, "role_changed", 2, Shape.USER),
+    "role_changed": ClassMapping(ACCOUNT_CHANGE, 99, "role_changed", 2, Shape.USER),
 }
 
 
-def fallback(etype: str, log_type: str) -> Mapping:
+def fallback(etype: str, log_type: str) -> ClassMapping:
     """A log type this version does not know (``[store] log_types``): Entity Management,
     activity Other named by the log type; the device (Device events) or the account
     (Account events) is the entity."""
     if etype == DEVICE:
-        return Mapping(ENTITY_MANAGEMENT, 99, log_type, 1, Shape.DEVICE_ENTITY, {}, ("host",))
-    return Mapping(
+        return ClassMapping(ENTITY_MANAGEMENT, 99, log_type, 1, Shape.DEVICE_ENTITY, {}, ("host",))
+    return ClassMapping(
         ENTITY_MANAGEMENT, 99, log_type, 1, Shape.ADMIN_ENTITY, {"type": "Account"}, ("host",)
     )
 
 
-def _head(m: Mapping) -> bytes:
+def _head(m: ClassMapping) -> bytes:
     """The constant start of every record of ``m``'s log type, serialised once: the
     opening brace and the members from ``class_uid`` to ``severity``, in output order,
     and the comma after them."""
@@ -210,7 +212,7 @@ class OCSFFormatter(FormatterBase):
 
     def __init__(self, *, raw_data: bool = True) -> None:
         self.raw_data = raw_data
-        self._heads: dict[tuple[str, str], tuple[Mapping, bytes]] = {}
+        self._heads: dict[tuple[str, str], tuple[ClassMapping, bytes]] = {}
 
     @classmethod
     def from_options(cls, options: Options) -> OCSFFormatter:
@@ -233,7 +235,7 @@ class OCSFFormatter(FormatterBase):
                 ) from exc
         return b"".join(parts)
 
-    def _mapping(self, etype: str, log_type: str) -> tuple[Mapping, bytes]:
+    def _mapping(self, etype: str, log_type: str) -> tuple[ClassMapping, bytes]:
         found = self._heads.get((etype, log_type))
         if found is None:
             if etype not in (DEVICE, ACCOUNT):
@@ -243,7 +245,7 @@ class OCSFFormatter(FormatterBase):
             found = self._heads[(etype, log_type)] = (m, _head(m))
         return found
 
-    def _rest(self, m: Mapping, e: Event) -> dict[str, Any]:
+    def _rest(self, m: ClassMapping, e: Event) -> dict[str, Any]:
         """The record of ``e`` after its constant head (a dict in output order)."""
         f, extras = fields_of(e.raw, e.type)
         eid = event_id(e.account, e.id)
@@ -273,7 +275,7 @@ class OCSFFormatter(FormatterBase):
 
     @staticmethod
     def _specific(
-        m: Mapping,
+        m: ClassMapping,
         e: Event,
         f: dict[str, Any],
         eid: str,
