@@ -97,12 +97,8 @@ def test_drop_in_folder_and_bad_plugins_are_skipped_not_fatal(tmp_path: Path) ->
     )
     assert "report this to the authors of 'dupe'" in failures["dupe"]
     assert "expected NotifierSpec" in failures["wrongtype"]
-    assert host.names("formatter") == [
-        "ecs",
-        "json",
-        "ocsf",
-        "syslog",
-    ]  # the built-in keeps its name
+    # The built-in keeps its name.
+    assert host.names("formatter") == ["ecs", "json", "ocsf", "syslog"]
     # A config naming something unavailable hears about the failures too.
     with pytest.raises(ConfigError) as info:
         host.spec("sink", "splunk", where=Options({}, path="integration[0].sink", file="s.toml"))
