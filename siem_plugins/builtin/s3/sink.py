@@ -236,7 +236,7 @@ class S3Sink(SinkBase):
                 Key=key,
                 Body=b"siem-plugins probe\n",
                 ContentType="text/plain",
-                **self.settings.sse_args(),
+                **self.settings.probe_args(),
             )
         except Exception as exc:
             raise to_sink_error(exc, location, secret=secret, doing="probe write failed") from exc
