@@ -254,7 +254,9 @@ def test_objects_are_written_with_the_roles_credentials(
     temporary = {access_key(r) for r in writes}
     assert len(temporary) == 1 and temporary.pop().startswith("ASIA")  # STS's, not ours
     assert all("x-amz-security-token" in r.headers for r in writes)
-    assert sorted(o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]) == [
+    assert sorted(
+        o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]
+    ) == [
         "a.json.gz",
         "b.json.gz",
     ]
