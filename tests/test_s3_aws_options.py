@@ -329,11 +329,9 @@ def test_a_role_that_cannot_be_assumed_is_a_permanent_error_naming_it(
     message = f"User: arn:aws:iam::999:user/shipper is not authorized to perform: sts:AssumeRole on resource: {ROLE}"
     s3_faults.fail_next(status=403, code="AccessDenied", message=message, op="AssumeRole")
     sink = role_sink(s3_server, s3_bucket)
+    act = sink.probe if path == "probe" else lambda: ship(sink, "a.json.gz", SMALL)
     with pytest.raises(SinkError) as caught:
-        if path == "write":
-            ship(sink, "a.json.gz", SMALL)
-        else:
-            sink.probe()
+        act()
     error = caught.value
     assert error.permanent and error.code == "AccessDenied"
     assert f"could not assume role {ROLE}: AccessDenied" in str(error)

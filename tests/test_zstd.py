@@ -17,7 +17,7 @@ from siem_plugins.options import ConfigError
 from siem_plugins.verify.content import Unreadable, decoded
 from tests.helpers import ingest, numbered
 from tests.test_verify import PREFIX, S3Setup, Setup
-from tests.test_verify import s3 as s3  # noqa: F401 (the fixture)
+from tests.test_verify import s3 as s3  # the fixture
 
 LINES = b"".join(
     b'{"id":%d,"log_type":"login","user":"u%05d@example.com","device":"d-%x"}\n'
