@@ -16,40 +16,17 @@ from __future__ import annotations
 
 import datetime
 import functools
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from siem_plugins import __version__, metrics
 
 from .errors import AssumeRoleError
+from .loader import shared_loader
 from .settings import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-_loader_lock = threading.Lock()
-_loader: Any = None
-
-
-def _shared_loader() -> Any:
-    """One botocore data loader for every sink: parsing the S3 model costs ~0.2 s per
-    fresh session, and a config may build many sinks."""
-    global _loader
-    with _loader_lock:
-        if _loader is None:
-            from botocore.loaders import create_loader
-
-            _loader = create_loader()
-        return _loader
-
-
-def storage_classes() -> tuple[str, ...]:
-    """The storage classes botocore's S3 model knows (``STANDARD``, ``GLACIER_IR``, ...):
-    a new one AWS adds is accepted as soon as botocore is upgraded."""
-    model = _shared_loader().load_service_model("s3", "service-2")
-    return tuple(model["shapes"]["StorageClass"]["enum"])
-
 
 #: A clock: the current time, timezone-aware (botocore's own is ``_local_now``).
 Clock = Callable[[], datetime.datetime]
@@ -124,7 +101,7 @@ def _session(profile: str | None) -> Any:
     # botocore directly rather than boto3.session.Session: boto3 appends its data path
     # to the (shared) loader on every session, and resources are not needed here.
     session = botocore.session.Session(profile=profile)
-    session.register_component("data_loader", _shared_loader())
+    session.register_component("data_loader", shared_loader())
     return session
 
 

@@ -13,6 +13,8 @@ from siem_plugins.config import parse_duration
 from siem_plugins.kinds import ObjectMeta
 from siem_plugins.options import MAX_TIMEOUT_S, Options, Secret, kind_of
 
+from .loader import storage_classes
+
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB  # S3's maximum for a part, and for a single PutObject
@@ -143,8 +145,6 @@ class S3Settings:
         role = _role(options, endpoint_url)
         storage_class = options.string("storage_class")
         if storage_class is not None:
-            from .client import storage_classes
-
             known = storage_classes()
             if storage_class not in known:
                 raise options.error(
