@@ -56,6 +56,7 @@ CASES: tuple[tuple[str, str], ...] = (
     ("floor", "floor (stored bytes, fastest gzip)"),
     ("naive", "naive (fetchall, json.dumps, 1 PUT)"),
     ("json-s3", "sync JSON+gzip SQLite -> S3"),
+    ("json-zstd-s3", "sync JSON+zstd SQLite -> S3"),
     ("syslog-s3", "sync SYSLOG+gzip SQLite -> S3"),
     ("json-pg-s3", "sync JSON+gzip PostgreSQL -> S3"),
     ("json-local", "sync JSON+gzip SQLite -> local"),
@@ -169,6 +170,13 @@ def gunzip(data: bytes) -> bytes:
     from isal import igzip
 
     out: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]
+    return out
+
+
+def unzstd(data: bytes) -> bytes:
+    import zstandard
+
+    out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     return out
 
 
@@ -602,7 +610,13 @@ class Bench:
         return run, int(m.group("objects")), cpu
 
     def _s3_sync(
-        self, case: str, data: Dataset, fmt: Any, ref: tuple[str, int], store_url: str
+        self,
+        case: str,
+        data: Dataset,
+        fmt: Any,
+        ref: tuple[str, int],
+        store_url: str,
+        compression: str = "gzip",
     ) -> tuple[measure.Run, int, float | None]:
         s3 = self.server()
         bucket = self.uniq(case)
@@ -613,7 +627,7 @@ class Bench:
                 data,
                 store_url=store_url,
                 fmt=fmt,
-                compression="gzip",
+                compression=compression,
                 sink=s3.sink(bucket),
                 plugins=self.plugins_empty,
             )
@@ -624,7 +638,7 @@ class Bench:
             for _key, body in s3.objects(bucket):
                 size += len(body)
                 count += 1
-                digest.update(gunzip(body))
+                digest.update(unzstd(body) if compression == "zstd" else gunzip(body))
             if count != objects:
                 raise RuntimeError(f"{case}: {count} objects in the bucket, sync said {objects}")
             expect_equal(digest, ref[0], ref[1], data.events, case)
@@ -635,6 +649,12 @@ class Bench:
     def case_json_s3(self, data: Dataset, result: Result) -> tuple[measure.Run, int, float | None]:
         ref = (data.ndjson_sha256, data.ndjson_bytes)
         return self._s3_sync("json-s3", data, "json", ref, data.url)
+
+    def case_json_zstd_s3(
+        self, data: Dataset, result: Result
+    ) -> tuple[measure.Run, int, float | None]:
+        ref = (data.ndjson_sha256, data.ndjson_bytes)
+        return self._s3_sync("json-zstd-s3", data, "json", ref, data.url, compression="zstd")
 
     def case_syslog_s3(
         self, data: Dataset, result: Result

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siem_plugins.compress import COMPRESSIONS
+from siem_plugins.compress import COMPRESSIONS, LEVELS
 from siem_plugins.events import KNOWN_LOG_TYPES, point_in_time
 from siem_plugins.keys import InvalidAccount, check_account
 from siem_plugins.logs import LOG_FORMATS
@@ -591,7 +591,14 @@ def _integration(
         raise opts.error("account", str(exc)) from None
     enabled = opts.boolean("enabled", True)
     compression = opts.string("compression", "gzip", choices=COMPRESSIONS)
-    level = opts.integer("compression_level", None, min=0, max=3)
+    level = opts.integer("compression_level", None)
+    if level is not None and compression in LEVELS:
+        low, high = LEVELS[compression]
+        if not low <= level <= high:
+            raise opts.error(
+                "compression_level",
+                f"must be {low}-{high} for {compression}, got {level}",
+            )
     max_events = opts.integer("max_events", DEFAULT_MAX_EVENTS, min=1, max=MAX_MAX_EVENTS)
     max_bytes = parse_size(
         opts.raw("max_bytes", DEFAULT_MAX_BYTES), opts, "max_bytes", maximum=MAX_MAX_BYTES

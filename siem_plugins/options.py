@@ -158,6 +158,9 @@ class Options:
     :param defaults: further ``(path, table)`` layers consulted when a key is absent.
     :param ignore: keys the caller handles itself (e.g. ``type``).
     :param parent: the enclosing table, for the hint when one of its keys is found here.
+    :param integration: the integration the table belongs to, when there is one: a
+        component may name itself after it where the name is seen outside (e.g. the S3
+        sink's STS session name, which the customer sees in CloudTrail).
     """
 
     def __init__(
@@ -169,8 +172,10 @@ class Options:
         defaults: Sequence[tuple[str, Mapping[str, Any]]] = (),
         ignore: Sequence[str] = ("type",),
         parent: ParentTable | None = None,
+        integration: str | None = None,
     ) -> None:
         self._layers = [_Layer(path, table or {})] + [_Layer(p, t) for p, t in defaults]
+        self.integration = integration
         self._file = file
         self._used: set[str] = set(ignore)
         self._parent = parent

@@ -313,11 +313,18 @@ class Runtime:
         path: str,
         ignore: tuple[str, ...] = ("type",),
         parent: ParentTable | None = None,
+        integration: str | None = None,
     ) -> Options:
         section = self.host.section_of(kind, name)
         defaults = [(section, self.config.data.get(section, {}))] if section else []
         options = Options(
-            table, path=path, file=self.config.file, defaults=defaults, ignore=ignore, parent=parent
+            table,
+            path=path,
+            file=self.config.file,
+            defaults=defaults,
+            ignore=ignore,
+            parent=parent,
+            integration=integration,
         )
         if section:
             # Read after the component is built (the set grows as it reads).
@@ -339,7 +346,12 @@ class Runtime:
         sink = host.sink(
             ic.sink_name,
             self._options(
-                "sink", ic.sink_name, ic.sink_table, f"{ic.path}.sink", parent=ic.parent("sink")
+                "sink",
+                ic.sink_name,
+                ic.sink_table,
+                f"{ic.path}.sink",
+                parent=ic.parent("sink"),
+                integration=ic.name,
             ),
         )
         notifier = host.notifier(
@@ -375,7 +387,14 @@ class Runtime:
         table = {**ic.sink_table, **options}
         sink = self.host.sink(
             ic.sink_name,
-            self._options("sink", ic.sink_name, table, f"{ic.path}.sink", parent=ic.parent("sink")),
+            self._options(
+                "sink",
+                ic.sink_name,
+                table,
+                f"{ic.path}.sink",
+                parent=ic.parent("sink"),
+                integration=ic.name,
+            ),
         )
         return dataclasses.replace(integ, sink=sink), sink
 

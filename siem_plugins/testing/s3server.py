@@ -130,6 +130,9 @@ class Request:
     query: str
     headers: dict[str, str]  # lower-case names
     fault: str | None  # what was injected, if anything (a FaultAction)
+    #: An STS request's form (``Action``, ``RoleArn``, ``ExternalId``, ...): STS sends its
+    #: parameters in the body, so a test can see them only here. Empty for S3.
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,7 +173,8 @@ class Faults:
 
     Rules are consulted in the order they were added; each matching request uses up
     one of a rule's ``n`` turns. ``op`` is an S3 operation name as :func:`s3_operation`
-    reports it (``UploadPart``, ``CompleteMultipartUpload``, ``PutObject``, ...).
+    reports it (``UploadPart``, ``CompleteMultipartUpload``, ``PutObject``, ...), or an
+    STS action (``AssumeRole``: moto's server answers STS at the same endpoint).
 
     Besides faults, two ways the server answers ``ListMultipartUploads`` can be set:
     :meth:`backdate_upload` (an upload that looks older than it is) and
@@ -333,7 +337,13 @@ class Faults:
     # ------------------------------------------------------------------ middleware side
 
     def _decide(
-        self, method: str, op: str, path: str, query: str, headers: dict[str, str]
+        self,
+        method: str,
+        op: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
     ) -> _Rule | None:
         with self._lock:
             chosen: _Rule | None = None
@@ -362,7 +372,15 @@ class Faults:
                         None,
                     )
             self._requests.append(
-                Request(method, op, path, query, headers, None if chosen is None else chosen.action)
+                Request(
+                    method,
+                    op,
+                    path,
+                    query,
+                    headers,
+                    None if chosen is None else chosen.action,
+                    params or {},
+                )
             )
             return chosen
 
@@ -467,6 +485,29 @@ def _upload_listing(
     return head + b"".join(u[4] for u in page) + tail
 
 
+def _sts_form(environ: dict[str, Any], headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The form of an STS request (moto's server answers STS at the same address), read
+    and put back for moto; ``None`` for any other request. STS is told apart by the
+    service its signature was made for."""
+    if "/sts/aws4_request" not in headers.get("authorization", ""):
+        return None
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in form.items()}
+
+
+def _sts_error_body(code: str, message: str) -> bytes:
+    """An error as STS (a query-protocol service) words it, so botocore reads its code."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        f"<RequestId>siem-fault-{secrets.token_hex(4)}</RequestId></ErrorResponse>"
+    ).encode()
+
+
 def _error_body(code: str, message: str, path: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -506,8 +547,12 @@ class FaultMiddleware:
         for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if name in environ:
                 headers[name.replace("_", "-").lower()] = environ[name]
-        op = s3_operation(method, path, parse_qs(query, keep_blank_values=True), headers)
-        rule = self.faults._decide(method, op, path, query, headers)
+        params = _sts_form(environ, headers)
+        if params is not None:
+            op = params.get("Action", "STSOther")
+        else:
+            op = s3_operation(method, path, parse_qs(query, keep_blank_values=True), headers)
+        rule = self.faults._decide(method, op, path, query, headers, params)
         bucket = path.lstrip("/").split("/", 1)[0]
         if rule is None and op == "PutBucketNotification":
             request = _read_body(environ)
@@ -534,7 +579,12 @@ class FaultMiddleware:
         if rule.action in ("error", "error-after"):
             if rule.action == "error":
                 _drain(environ)
-            body = b"" if method == "HEAD" else _error_body(rule.code, rule.message, path)
+            if method == "HEAD":
+                body = b""
+            elif params is not None:
+                body = _sts_error_body(rule.code, rule.message)
+            else:
+                body = _error_body(rule.code, rule.message, path)
             start_response(
                 f"{rule.status} {_REASONS.get(rule.status, 'Error')}",
                 [

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from siem_plugins.builtin.local import LocalSink
 from siem_plugins.builtin.s3 import S3Sink, to_sink_error
+from siem_plugins.compress import encoding_of
 
 from .content import CHUNK
 from .report import VerifyError
@@ -152,7 +153,7 @@ class LocalFolder:
         path = self.base / key
         if not path.is_file():
             return None
-        return Stored(key, str(path), None, "gzip" if key.endswith(".gz") else None)
+        return Stored(key, str(path), None, encoding_of(key))
 
     def read(self, key: str) -> Iterator[bytes]:
         try:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from siem_plugins.compress import SUFFIXES, encoding_of
 from siem_plugins.keys import parse_key
 from siem_plugins.kinds import Intent
 from siem_plugins.storage import REPLAY, SINK, StateStore
@@ -67,18 +68,18 @@ def _state(state: StateStore, name: str) -> _State:
 
 def _extensions(rt: Runtime, integ: Integration) -> set[str]:
     """The extensions of the integration's objects: its own and, after a change of
-    ``compression``, the other one (``json`` beside ``json.gz``), unless another
-    integration writes that one to the same place."""
+    ``compression``, the others (``json`` and ``json.zst`` beside ``json.gz``), unless
+    another integration writes that one to the same place."""
     base = integ.formatter.extension
-    other = base if integ.extension != base else base + ".gz"
-    taken = any(
-        i is not integ
-        and i.extension == other
+    others = {base + suffix for suffix in SUFFIXES.values()} - {integ.extension}
+    taken = {
+        i.extension
+        for i in rt.integrations
+        if i is not integ
         and i.config.account == integ.config.account
         and i.sink.identity() == integ.sink.identity()
-        for i in rt.integrations
-    )
-    return {integ.extension} if taken else {integ.extension, other}
+    }
+    return {integ.extension} | (others - taken)
 
 
 def _ints(metadata: Mapping[str, str], *names: str) -> list[int] | None:
@@ -172,7 +173,7 @@ class Verifier(DeepChecks):
             obj = StoredObject(s.key, s.location, parts.first_id, parts.last_id, s.encoding)
             if s.metadata is not None and not self._read_metadata(obj, s.metadata):
                 continue
-            if obj.encoding != ("gzip" if s.key.endswith(".gz") else None):
+            if obj.encoding != encoding_of(s.key):
                 self.find(
                     METADATA,
                     f"{s.location}: Content-Encoding {obj.encoding or 'none'} does not "

@@ -23,8 +23,32 @@ PERMANENT_CODES = frozenset(
         "ProfileNotFound",
         "KMS.NotFoundException",
         "KMS.DisabledException",
+        # STS, for role_arn: bad base keys, a region where STS is turned off.
+        "InvalidClientTokenId",
+        "RegionDisabledException",
     }
 )
+
+
+class AssumeRoleError(Exception):
+    """STS refused (or could not be asked) to let the sink assume its ``role_arn``.
+
+    Raised from inside botocore's credential refresh, so it reaches the sink through the
+    S3 call that needed the credentials; :func:`to_sink_error` then names the role and
+    keeps STS's error code (``AccessDenied`` for a trust policy or an external id that
+    does not match: permanent). The message never holds a credential.
+    """
+
+    def __init__(self, role_arn: str, code: str, message: str, status: int | None) -> None:
+        super().__init__(f"could not assume role {role_arn}: {code}: {message}")
+        self.role_arn = role_arn
+        self.code = code
+        self.status = status
+
+    @classmethod
+    def from_exception(cls, role_arn: str, exc: BaseException) -> AssumeRoleError:
+        code, message, status = _error_code(exc)
+        return cls(role_arn, code, message, status)
 
 
 class SinkError(ContractSinkError):
@@ -52,6 +76,8 @@ def _error_code(exc: BaseException) -> tuple[str, str, int | None]:
     """``(code, message, http status)`` of a botocore failure."""
     from botocore.exceptions import ClientError
 
+    if isinstance(exc, AssumeRoleError):
+        return exc.code, str(exc), exc.status
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

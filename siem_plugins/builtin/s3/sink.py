@@ -23,7 +23,7 @@ from siem_plugins.kinds import ObjectMeta, ObjectWriter, SinkBase
 from siem_plugins.options import Options
 
 from .client import make_client
-from .errors import UNREACHABLE_CODES, SinkError, to_sink_error
+from .errors import UNREACHABLE_CODES, AssumeRoleError, SinkError, to_sink_error
 from .notifications import BucketNotifications
 from .settings import CONTROL, S3Settings
 from .writer import S3ObjectWriter
@@ -189,6 +189,10 @@ class S3Sink(SinkBase):
             pages = self.client.get_paginator("list_multipart_uploads")
             for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
                 uploads.extend(page.get("Uploads", []))
+        except AssumeRoleError as exc:
+            # Not about listing: no request can be made without the role, so the object
+            # fails now, with the role's error (and listing is tried again next time).
+            raise to_sink_error(exc, location) from exc
         except Exception as exc:  # best effort: see abort_stale_uploads
             error = to_sink_error(
                 exc, location, secret=self._secret(), doing="could not look for unfinished uploads"
@@ -237,7 +241,7 @@ class S3Sink(SinkBase):
                 Key=key,
                 Body=b"siem-plugins probe\n",
                 ContentType="text/plain",
-                **self.settings.sse_args(),
+                **self.settings.probe_args(),
             )
         except Exception as exc:
             raise to_sink_error(exc, location, secret=secret, doing="probe write failed") from exc

@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from siem_plugins.kinds import ObjectMeta, ObjectReceipt, ObjectWriter
 
@@ -106,17 +106,38 @@ class _PartBody(io.RawIOBase):
 
 
 def _upload_part(
-    client: S3Client, bucket: str, key: str, upload_id: str, number: int, data: memoryview
+    client: S3Client,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    number: int,
+    data: memoryview,
+    checksum_algorithm: str | None = None,
 ) -> CompletedPartTypeDef:
-    """One ``UploadPart`` (in the upload thread): the writer's state is not touched here."""
+    """One ``UploadPart`` (in the upload thread): the writer's state is not touched here.
+
+    With ``checksum_algorithm`` botocore sends the part's checksum and S3 checks it; the
+    completed part must then carry it too, or ``CompleteMultipartUpload`` is refused."""
     body = _PartBody(data)
+    extra: dict[str, Any] = {}
+    if checksum_algorithm is not None:
+        extra["ChecksumAlgorithm"] = checksum_algorithm
     try:
         reply = client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body.as_body()
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body.as_body(),
+            **extra,
         )
     finally:
         body.close()
-    return {"ETag": reply["ETag"], "PartNumber": number}
+    part: dict[str, Any] = {"ETag": reply["ETag"], "PartNumber": number}
+    if checksum_algorithm is not None:
+        name = f"Checksum{checksum_algorithm}"
+        part[name] = reply.get(name)
+    return cast("CompletedPartTypeDef", part)
 
 
 class S3ObjectWriter(ObjectWriter):
@@ -156,6 +177,7 @@ class S3ObjectWriter(ObjectWriter):
         self._secret = secret.reveal() if secret is not None else None
         self._when_done = when_done
         self._part_size = settings.part_size
+        self._checksum = settings.checksum_algorithm
         self._lock = threading.Lock()
         self._state = "open"  # -> committing -> committed | aborted | failed
         self._error: SinkError | None = None  # why the object failed
@@ -230,6 +252,7 @@ class S3ObjectWriter(ObjectWriter):
             self.upload_id,
             number,
             memoryview(part),
+            self._checksum,
         )
         self._in_flight_buf = part
 
@@ -293,6 +316,7 @@ class S3ObjectWriter(ObjectWriter):
                 self.upload_id,
                 len(self._parts) + 1,
                 memoryview(self._buf)[: self._filled],
+                self._checksum,
             )
         )
         self._client.complete_multipart_upload(
