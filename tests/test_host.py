@@ -40,7 +40,7 @@ def test_builtins_are_plugins_like_any_other() -> None:
     host = create_host(None, entry_points=False, disabled=())
     assert host.failures == []
     assert host.names("source") == ["store"]
-    assert host.names("formatter") == ["json", "syslog"]
+    assert host.names("formatter") == ["cef", "json", "leef", "syslog"]
     assert host.names("sink") == ["local", "s3"]
     assert host.names("notifier") == ["email", "outbox"]
     assert {p.origin for p in host.plugins.values()} == {"built-in"}
@@ -97,7 +97,8 @@ def test_drop_in_folder_and_bad_plugins_are_skipped_not_fatal(tmp_path: Path) ->
     )
     assert "report this to the authors of 'dupe'" in failures["dupe"]
     assert "expected NotifierSpec" in failures["wrongtype"]
-    assert host.names("formatter") == ["json", "syslog"]  # the built-in keeps its name
+    # The built-in keeps its name.
+    assert host.names("formatter") == ["cef", "json", "leef", "syslog"]
     # A config naming something unavailable hears about the failures too.
     with pytest.raises(ConfigError) as info:
         host.spec("sink", "splunk", where=Options({}, path="integration[0].sink", file="s.toml"))
