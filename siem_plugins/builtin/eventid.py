@@ -1,22 +1,21 @@
-"""A stable id for each stored event, shared by the SIEM formats (CEF, LEEF, OCSF, ECS).
+"""The stable event id every structured format (CEF, LEEF, OCSF, ECS) carries.
 
-SQS-based S3 readers (Splunk, Elastic, Sentinel) deliver at least once, and a replayed
-intent or a ``replay`` job ships the same events again: a SIEM needs an id to drop the
-duplicates. The id is derived from what identifies an event for good, its account and
-its store id, so it is the same on every replay, in every format and every bucket, and
-no state has to be kept for it. Hashing (rather than ``f"{account}-{id}"``) keeps the
-account's name out of the id and gives every id the same length and alphabet.
+SQS-based S3 readers (Splunk, Elastic, Sentinel) deliver objects at least once, and a
+replayed intent or a ``replay`` job writes the same events again: a SIEM deduplicates on
+an id that is the same every time the same stored event is shipped. The store's id alone
+is not it (every account's events share one sequence, and two stores reuse ids), so the
+id is derived from the account and the store id: stable across replays, re-syncs and
+formats, distinct between accounts, and revealing neither.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-__all__ = ["event_id"]
-
 
 def event_id(account: str, store_id: int) -> str:
-    """The first 32 hex characters (128 bits) of SHA-256 over ``account``, a NUL and
-    the store id in decimal: ``event_id("acme", 1)``. The NUL keeps ``("a1", 2)`` and
-    ``("a", 12)`` apart."""
+    """The first 32 hex characters (128 bits) of SHA-256 over ``account``, a NUL byte
+    and the decimal store id: ``event_id("acme", 1)`` is the same on every shipper, for
+    every format and every replay. The NUL keeps ``("a1", 2)`` and ``("a", 12)`` apart
+    (account names cannot contain it)."""
     return hashlib.sha256(f"{account}\x00{store_id}".encode()).hexdigest()[:32]
