@@ -94,6 +94,11 @@ def hostile_dicts() -> list[dict[str, Any]]:
                 "timestamp": "2022-07-15T08:55:12.279Z",
             }
         )
+    # Unknown fields that end like the timestamp member (which closes a record that has
+    # none): they must still be found.
+    ts = "2022-07-15T08:55:12.279Z"
+    for extra in ({'a"timestamp': ts}, {"my_timestamp": ts}, {"x": {"timestamp": ts}}):
+        out.append({**out[-1], "details": "tricky unknown field", **extra})
     return out
 
 

@@ -8,7 +8,9 @@ values, so it gets the product's own events only)."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pycef
 import pytest
 
 from siem_plugins.builtin.cef import CEFFormatter
+from siem_plugins.builtin.cef import epoch_ms as shipped_epoch_ms
 from siem_plugins.builtin.eventid import event_id as shipped_event_id
 from siem_plugins.events import Event
 from siem_plugins.kinds import Formatter
@@ -36,6 +39,7 @@ from tests.cefleef import (
     DATA,
     check_golden,
     edge_events,
+    epoch_ms,
     event_id,
     expected_cef,
     hostile_dicts,
@@ -222,6 +226,22 @@ def test_severity_follows_the_log_type() -> None:
     account = events_from_dicts([{**dicts[2], "log_type": "login_failed", "event": ""}])
     header = parse_cef(read_back(CEFFormatter(), account)[0])[0]
     assert header[5:] == ["A sign-in failed", "5"]  # no `event` text: the description
+
+
+def test_rt_is_exact_to_the_millisecond_over_the_whole_range() -> None:
+    """rt goes through a float: the extremes and 20,000 random instants of years
+    1-9999 against integer arithmetic (calendar.timegm, in tests/cefleef.py)."""
+    rng = random.Random(14)
+    low, high = epoch_ms("0001-01-01T00:00:00.000Z"), epoch_ms("9999-12-31T23:59:59.999Z")
+    instants = [low, high, 0, -1, *(rng.randrange(low, high + 1) for _ in range(20_000))]
+    event = seed_events()[0]
+    for ms in instants:
+        t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+        stamp = (
+            f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
+            f"{t.second:02d}.{t.microsecond // 1000:03d}Z"
+        )
+        assert shipped_epoch_ms(stamp, event) == epoch_ms(stamp) == ms, stamp
 
 
 def test_the_event_id_is_the_documented_hash_and_stable() -> None:

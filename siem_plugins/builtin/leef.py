@@ -32,7 +32,6 @@ from siem_plugins.builtin.cef import (
     canonical,
     fields_of,
     severity,
-    text,
     unknown_fields,
 )
 from siem_plugins.builtin.eventid import event_id
@@ -89,9 +88,14 @@ class LEEFFormatter(FormatterBase):
         self.delimiter = delimiter
         #: How the header declares it: printable characters as they are, a tab as x09.
         self.declared = f"x{ord(delimiter):02x}" if delimiter == "\t" else delimiter
+        # A tab is always escaped in the stored JSON; another delimiter may be there as is.
+        self._raw_delimiter = None if delimiter == "\t" else delimiter.encode()
         self._prefix = f"LEEF:2.0|{VENDOR}|{PRODUCT}|{version}|"
         self._heads: dict[str, str] = {}
         self._time_format = f"{delimiter}devTimeFormat={DEV_TIME_FORMAT}{delimiter}cat="
+        d = delimiter
+        self._device_keys = tuple((f"{d}{key}=", name) for key, name in _DEVICE_KEYS)
+        self._account_keys = tuple((f"{d}{key}=", name) for key, name in _ACCOUNT_KEYS)
 
     @classmethod
     def from_options(cls, options: Options) -> LEEFFormatter:
@@ -134,31 +138,36 @@ class LEEFFormatter(FormatterBase):
         return value
 
     def line(self, event: Event) -> str:
-        """One event's LEEF record, without its newline."""
+        """One event's LEEF record, without its newline. Written for speed (it runs once
+        per event): one comprehension over the mapped fields, one f-string, and no
+        cleaning for the many events that need none: in the stored JSON a tab, CR or LF
+        of any value is written with a backslash, so a record without a backslash (and
+        without a printable delimiter) has nothing to replace."""
+        dev_time = canonical(event.timestamp, event)  # first: the clearest error
         fields = fields_of(event)
-        d = self.delimiter
-        out = [
-            self._head(event),
-            canonical(event.timestamp, event),
-            self._time_format,
-            event.type,
-            d,
-            "sev=",
-            str(severity(event.log_type)),
-            d,
-            "externalId=",
-            event_id(event.account, event.id),
-        ]
-        for key, name in _DEVICE_KEYS if event.type == DEVICE else _ACCOUNT_KEYS:
-            value = text(fields, name, event)
-            if value:
-                if name == "last_seen":
-                    canonical(value, event)
-                out += (d, key, "=", self.value(value))
+        get = fields.get
+        device = event.type == DEVICE
+        keys = self._device_keys if device else self._account_keys
+        raw = event.raw
+        try:
+            if b"\\" in raw or (self._raw_delimiter is not None and self._raw_delimiter in raw):
+                clean = self.value
+                attrs = "".join([p + clean(v) for p, name in keys if (v := get(name))])
+            else:
+                attrs = "".join([p + v for p, name in keys if (v := get(name))])
+            if device and (last_seen := get("last_seen")):
+                canonical(last_seen, event)  # lastSeen shares devTimeFormat
+        except (TypeError, AttributeError):  # ingest makes every known field a string
+            raise ValueError(f"event {event.id}: a known field is not a string") from None
         extra = unknown_fields(event)
         if extra:
-            out += (d, "extraFields=", self.value(extra.decode()))
-        return "".join(out)
+            attrs += f"{self.delimiter}extraFields={self.value(extra.decode())}"
+        d = self.delimiter
+        return (
+            f"{self._head(event)}{dev_time}{self._time_format}"
+            f"{event.type}{d}sev={severity(event.log_type)}{d}"
+            f"externalId={event_id(event.account, event.id)}{attrs}"
+        )
 
     def format(self, events: Sequence[Event]) -> bytes:
         if not events:
