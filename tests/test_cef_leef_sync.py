@@ -7,8 +7,10 @@ run them (subprocesses)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from siem_plugins.testing.s3server import S3Server
 from tests.cefleef import event_id, parse_cef, parse_leef
 from tests.test_verify import PREFIX, S3Setup
 
+REPO = Path(__file__).resolve().parent.parent
 RANGES = [(1, 100), (101, 200), (251, 350), (351, 450), (451, 500)]
 
 
@@ -108,3 +111,30 @@ def test_plugins_lists_both_with_a_description() -> None:
         (provided,) = plugins[name]["provides"]
         assert (provided["kind"], provided["name"]) == ("formatter", name)
         assert provided["description"].startswith(words)
+
+
+@pytest.mark.slow
+def test_the_formats_benchmark_runs_and_checks_its_output(tmp_path: Path) -> None:
+    """``python -m benchmarks.formats`` in small (docs/performance.md has the 1 M run):
+    every case ran and its output was read back and checked."""
+    out = tmp_path / "formats.json"
+    path = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.formats", "--events", "2000", "--repeat", "1",
+            "--data-dir", str(tmp_path / "data"), "--json", str(out), "--quiet",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert {(r["format"], r["sink"]) for r in results} == {
+        (f, s) for f in ("json", "cef", "leef") for s in ("s3", "local")
+    }
+    assert all(r["status"] == "ok" and r["eps"] > 0 and r["maxrss_mb"] > 0 for r in results)
+    assert "| 2,000 | cef | s3 |" in proc.stdout
