@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,8 @@ from siem_plugins.testing import (
 )
 from tests.cefleef import (
     DATA,
+    GOLDEN,
+    SEVERITY,
     check_golden,
     edge_events,
     epoch_ms,
@@ -302,3 +305,29 @@ def test_an_event_it_cannot_format_is_set_aside_and_the_rest_ships(
         assert shipped == [s for s in range(1, 31) if s != 10]
     finally:
         rt.close()
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def docs_block_after(heading: str) -> str:
+    """The first code block after ``heading``'s example sentence in docs/formats.md."""
+    page = (DATA.parent.parent / "docs" / "formats.md").read_text()
+    start = page.index(f"\n{heading}\n")
+    found = re.search(r"four events.*?\n```\n(.*?)```", page[start:], re.S)
+    assert found is not None, heading
+    return found.group(1)
+
+
+def test_the_formats_page_shows_the_golden_records() -> None:
+    assert docs_block_after("## CEF output") == (GOLDEN / "cef" / "seed.cef").read_text()
+    leef = (GOLDEN / "leef" / "seed-caret.leef").read_text()
+    assert docs_block_after("## LEEF output") == leef
+
+
+def test_the_formats_page_has_the_severity_table() -> None:
+    page = (DATA.parent.parent / "docs" / "formats.md").read_text()
+    table = page[page.index("\n### Severity\n") : page.index("\n### The event id\n")]
+    rows = re.findall(r"\| `([a-z_]+)` \| (\d+) ", table)
+    assert {k: int(v) for k, v in rows} == SEVERITY and len(rows) == len(SEVERITY)
+    assert "| any other | 3 |" in table
