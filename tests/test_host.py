@@ -379,7 +379,7 @@ def test_a_disabled_plugin_is_listed_and_named_where_its_component_is_missing(
     with pytest.raises(ConfigError) as info:
         host.formatter("json", Options({}, path="integration[0].format"))
     assert (
-        "unknown formatter 'json'; available: syslog; plugins disabled by "
+        "unknown formatter 'json'; available: cef, leef, syslog; plugins disabled by "
         "SIEM_DISABLED_PLUGINS: jsonfmt (built-in)"
     ) in str(info.value)
     env = {**os.environ, "SIEM_DISABLED_PLUGINS": "jsonfmt"}
