@@ -79,7 +79,7 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             'format = "json"',
             'format = "xml"',
             "integration[0].format.type",
-            "unknown formatter 'xml'; available: ecs, json, ocsf, syslog",
+            "unknown formatter 'xml'; available: cef, ecs, json, leef, ocsf, syslog",
         ),
         (
             'type = "local"',

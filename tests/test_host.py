@@ -40,7 +40,7 @@ def test_builtins_are_plugins_like_any_other() -> None:
     host = create_host(None, entry_points=False, disabled=())
     assert host.failures == []
     assert host.names("source") == ["store"]
-    assert host.names("formatter") == ["ecs", "json", "ocsf", "syslog"]
+    assert host.names("formatter") == ["cef", "ecs", "json", "leef", "ocsf", "syslog"]
     assert host.names("sink") == ["local", "s3"]
     assert host.names("notifier") == ["email", "outbox"]
     assert {p.origin for p in host.plugins.values()} == {"built-in"}
@@ -98,7 +98,7 @@ def test_drop_in_folder_and_bad_plugins_are_skipped_not_fatal(tmp_path: Path) ->
     assert "report this to the authors of 'dupe'" in failures["dupe"]
     assert "expected NotifierSpec" in failures["wrongtype"]
     # The built-in keeps its name.
-    assert host.names("formatter") == ["ecs", "json", "ocsf", "syslog"]
+    assert host.names("formatter") == ["cef", "ecs", "json", "leef", "ocsf", "syslog"]
     # A config naming something unavailable hears about the failures too.
     with pytest.raises(ConfigError) as info:
         host.spec("sink", "splunk", where=Options({}, path="integration[0].sink", file="s.toml"))
@@ -379,7 +379,7 @@ def test_a_disabled_plugin_is_listed_and_named_where_its_component_is_missing(
     with pytest.raises(ConfigError) as info:
         host.formatter("json", Options({}, path="integration[0].format"))
     assert (
-        "unknown formatter 'json'; available: ecs, ocsf, syslog; plugins disabled by "
+        "unknown formatter 'json'; available: cef, ecs, leef, ocsf, syslog; plugins disabled by "
         "SIEM_DISABLED_PLUGINS: jsonfmt (built-in)"
     ) in str(info.value)
     env = {**os.environ, "SIEM_DISABLED_PLUGINS": "jsonfmt"}

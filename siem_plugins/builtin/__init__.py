@@ -11,6 +11,8 @@ BUILTINS: tuple[str, ...] = (
     "siem_plugins.builtin.syslog",
     "siem_plugins.builtin.ocsf",
     "siem_plugins.builtin.ecs",
+    "siem_plugins.builtin.cef",
+    "siem_plugins.builtin.leef",
     "siem_plugins.builtin.local",
     "siem_plugins.builtin.s3",
     "siem_plugins.builtin.email",
