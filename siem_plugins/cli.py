@@ -737,6 +737,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((args.address, args.port))
+            # Listening before saying so: a client that connects at once is queued until
+            # the server accepts, never refused.
+            sock.listen(2048)
         except OSError as exc:
             sock.close()
             raise UsageError(f"cannot listen on {args.address}:{args.port}: {exc}") from None
