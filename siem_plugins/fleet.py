@@ -142,11 +142,15 @@ def make_app(
         from siem_plugins.storage import DESTINATIONS
 
         rt = runtime()
-        # Saved, changed or deleted through the settings API since the last task.
-        rt.refresh()
+        # Saved, changed or deleted through the settings API since the last task. One
+        # lock for the reload, the closing of what it replaced and taking the integration
+        # into use: a reload in another thread can then never close the one taken here.
         with lock:
+            rt.refresh()
             rt.close_retired(list(in_use))
-        integ = next((i for i in rt.integrations if i.name == integration), None)
+            integ = next((i for i in rt.integrations if i.name == integration), None)
+            if integ is not None and integ.config.enabled:
+                in_use.append(integ)
         if integ is None:
             log.warning(
                 "no integration named %r in this worker's config or store (task ignored; "
@@ -157,8 +161,6 @@ def make_app(
         if not integ.config.enabled:
             log.info("%s: disabled since it was enqueued; task ignored", integration)
             return {"integration": integration, "status": "disabled"}
-        with lock:
-            in_use.append(integ)
         try:
             result = Pipeline(rt).sync(integ)
         finally:
