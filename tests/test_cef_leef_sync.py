@@ -115,14 +115,14 @@ def test_plugins_lists_both_with_a_description() -> None:
 
 @pytest.mark.slow
 def test_the_formats_benchmark_runs_and_checks_its_output(tmp_path: Path) -> None:
-    """``python -m benchmarks.formats_cef`` in small (docs/performance.md has the 1 M run):
+    """``python -m benchmarks.cefleef`` in small (docs/performance.md has the 1 M run):
     every case ran and its output was read back and checked."""
     out = tmp_path / "formats.json"
     path = [str(REPO), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     proc = subprocess.run(
         [
-            sys.executable, "-m", "benchmarks.formats_cef", "--events", "2000", "--repeat", "1",
+            sys.executable, "-m", "benchmarks.cefleef", "--events", "2000", "--repeat", "1",
             "--data-dir", str(tmp_path / "data"), "--json", str(out), "--quiet",
         ],
         cwd=REPO,

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.formats``: the SIEM formats against the JSON path.
+"""``python -m benchmarks.cefleef``: the CEF and LEEF formats against the JSON path.
 
 Each case is the real CLI, ``python -m siem_plugins sync -c cfg.toml --no-progress``, on
 the suite's cached dataset (:mod:`benchmarks.dataset`: seed-shaped events, one in twenty
@@ -218,7 +218,7 @@ def table(results: list[Result]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.formats",
+        prog="python -m benchmarks.cefleef",
         description="the SIEM formats (CEF, LEEF) against the JSON path (docs/performance.md)",
     )
     p.add_argument("--events", type=int, default=1_000_000, help="dataset size (1000000)")
