@@ -405,3 +405,25 @@ def test_an_account_writes_only_with_its_own_credentials(server: Server, s3_buck
         "sink.access_key_id", "sink.secret_access_key"
     ]  # fmt: skip
     assert server.state()[1] == []
+
+
+def test_an_account_may_keep_but_not_change_what_the_operator_set(
+    server: Server, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """The operator gave the account its own endpoint: the account's saves carry it over
+    unchanged (as the page does), and may not change it."""
+    operator = server.token(None, name="Ops")
+    acme = server.token("acme")
+    doc = document(s3_bucket)
+    doc["sink"]["endpoint_url"] = s3_server.endpoint_url
+    got = server.call("PUT", "/api/v1/accounts/acme/integration", operator, {"document": doc})
+    assert got.status_code == 200, got.text
+    kept = {**doc, "notify": {**doc["notify"], "events": ["config"]}}
+    got = server.call("PUT", "/api/v1/accounts/acme/integration", acme, {"document": kept})
+    assert got.status_code == 200, got.text
+    changed = {**kept, "sink": {**kept["sink"], "endpoint_url": "http://169.254.169.254/"}}
+    got = server.call("PUT", "/api/v1/accounts/acme/integration", acme, {"document": changed})
+    assert got.status_code == 422
+    assert [e["field"] for e in got.json()["errors"]] == ["sink.endpoint_url"]
+    _, (stored,) = server.state()
+    assert stored.document["sink"]["endpoint_url"] == s3_server.endpoint_url

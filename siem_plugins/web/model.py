@@ -123,26 +123,40 @@ ACCOUNT_KEYS: dict[str, frozenset[str]] = {
 ACCOUNT_TYPES = {"format": ("json", "syslog"), "sink": ("s3",), "notify": ("email",)}
 
 
-def check_account_document(document: Mapping[str, Any]) -> None:
-    """Refuse what an account's administrator may not set, by field."""
+def check_account_document(
+    document: Mapping[str, Any], stored: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse what an account's administrator may not set, by field. What the operator
+    set in the stored document may stay as it is (a save from the page carries it over);
+    only a new or changed value of such a setting is refused."""
+    old: Mapping[str, Any] = stored or {}
     errors = []
     for key in document:
-        if key not in ACCOUNT_KEYS[""] and key not in ("name", "account"):
+        if key in ACCOUNT_KEYS[""] or key in ("name", "account"):
+            continue
+        if key not in old or old[key] != document[key]:
             errors.append((key, f"{key!r} is not a setting an account can change"))
     for part, allowed in ACCOUNT_TYPES.items():
         value = document.get(part)
+        before = old.get(part)
+        if value is None or value == before:
+            continue  # absent, or as the operator left it
         kind = value.get("type") if isinstance(value, Mapping) else value
-        if value is not None and kind not in allowed:
+        old_kind = before.get("type") if isinstance(before, Mapping) else before
+        if kind not in allowed and kind != old_kind:
             errors.append(
                 (part, f"{part} must be {' or '.join(repr(a) for a in allowed)} for an account")
             )
+        kept = before if isinstance(before, Mapping) else {}
         if isinstance(value, Mapping) and part in ACCOUNT_KEYS:
             errors += [
                 (f"{part}.{k}", f"{k!r} is set by the operator, not by an account")
                 for k in value
-                if k not in ACCOUNT_KEYS[part]
+                if k not in ACCOUNT_KEYS[part] and (k not in kept or kept[k] != value[k])
             ]
-        elif isinstance(value, Mapping) and set(value) - {"type"}:
+        elif isinstance(value, Mapping) and {
+            k for k in value if k != "type" and (k not in kept or kept[k] != value[k])
+        }:
             errors.append((part, f"{part} takes no options from an account"))
     if errors:
         raise SettingsError(422, errors=errors)
@@ -177,7 +191,9 @@ def save_integration(
 ) -> dict[str, Any]:
     _allowed(who, account)
     if not who.operator:
-        check_account_document(document)
+        assert rt.control is not None
+        before = rt.control.get(integration_name(account))
+        check_account_document(document, before.document if before is not None else None)
     for key in ("name", "account"):
         if key in document and document[key] != (
             integration_name(account) if key == "name" else account
